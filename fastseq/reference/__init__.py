@@ -1,0 +1,1 @@
+"""Plain NumPy twin of fastseq: slow, per-step code written from the equations."""

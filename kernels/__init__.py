@@ -1,0 +1,1 @@
+"""Numba kernels of fastseq, installed as ``fastseq.kernels``."""

@@ -1,0 +1,94 @@
+"""Input checks run before any kernel: Numba does not bounds-check, so nothing unchecked may
+reach a kernel. Every failure is a TypeError or ValueError that names the argument, says what
+was expected and what was given, and how to fix it.
+
+The dtype rule: float inputs must have exactly the dtype of the layer's weights (float32 or
+float64). fastseq never casts them silently, and never changes the weights' dtype.
+"""
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _shape_text(shape):
+    return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+
+
+def _check_shape(name, x, shape):
+    if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        raise ValueError(f"{name} must have shape {_shape_text(shape)}, got {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape}); pass at least one sequence "
+                         "with at least one time step")
+
+
+def floats(name, x, dtype, shape):
+    """x as a C-contiguous float array of ``dtype`` (None: float32 or float64) whose shape
+    matches ``shape`` (None: any size)."""
+    if not isinstance(x, np.ndarray) or x.dtype not in FLOAT_DTYPES:
+        got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{name} must be a float32 or float64 NumPy array, got {got}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the weights are {dtype}; "
+                        f"pass {name}.astype(np.{dtype}) (fastseq never casts silently)")
+    _check_shape(name, x, shape)
+    return np.ascontiguousarray(x)
+
+
+def token_ids(name, ids, V, shape=(None, None), ignore_label=None):
+    """ids as a C-contiguous int64 array of ``shape`` with values in [0, V) (or ignore_label)."""
+    if not isinstance(ids, np.ndarray):
+        ids = np.asarray(ids)
+    if ids.dtype == np.bool_ or not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}; "
+                        f"convert with {name}.astype(np.int64) if the values are whole numbers")
+    _check_shape(name, ids, shape)
+    if ids.min() < 0 or ids.max() >= V:
+        outside = (ids < 0) | (ids >= V)
+        if ignore_label is not None:
+            outside &= ids != ignore_label
+        if outside.any():
+            allowed = f"[0, {V})" + ("" if ignore_label is None else f" or {ignore_label} (ignore_label)")
+            raise ValueError(f"{name} holds token id {ids[outside].ravel()[0]}, outside {allowed} "
+                             f"for a vocabulary of {V}; check the vocabulary the ids were encoded with")
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def weights(names, arrays):
+    """The weights of one layer: float32 or float64, all one dtype, C-contiguous."""
+    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
+    for name, w in zip(names, arrays):
+        if not isinstance(w, np.ndarray) or w.dtype not in FLOAT_DTYPES:
+            got = w.dtype if isinstance(w, np.ndarray) else type(w).__name__
+            raise TypeError(f"weight {name} must be a float32 or float64 NumPy array, got {got}")
+        if w.dtype != dtype:
+            raise TypeError(f"weight {name} is {w.dtype} but {names[0]} is {dtype}; "
+                            "all weights of a layer must share one dtype")
+        if not w.flags.c_contiguous:
+            raise ValueError(f"weight {name} must be C-contiguous; pass "
+                             f"np.ascontiguousarray({name})")
+        if not np.isfinite(w).all():
+            raise ValueError(f"weight {name} holds NaN or inf")
+    return dtype
+
+
+def unchanged(layer, shapes):
+    """Cheap guard before kernels write into grads: params/grads still have their shapes,
+    dtype and layout (the lists must be updated in place, never rebound to other arrays)."""
+    dtype = layer.params[0].dtype
+    for i, (p, g, shape) in enumerate(zip(layer.params, layer.grads, shapes)):
+        for kind, a in (("params", p), ("grads", g)):
+            if (not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype
+                    or not a.flags.c_contiguous or not a.flags.writeable):
+                raise ValueError(
+                    f"{type(layer).__name__}.{kind}[{i}] is no longer a writable C-contiguous "
+                    f"{dtype} array of shape {shape}; update {kind} in place "
+                    f"({kind}[{i}][...] = new) instead of replacing the array")
+
+
+def forward_done(layer, cache):
+    if cache is None:
+        raise ValueError(f"{type(layer).__name__}.backward() was called before forward(); "
+                         "run forward on a batch first")
+    return cache

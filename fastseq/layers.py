@@ -1,0 +1,240 @@
+"""The book's time layers with the hot loops in compiled kernels.
+
+N batch, T time steps, D input width, H hidden width, V vocabulary (or output width M).
+
+Each layer has the book's surface: ``params`` and ``grads`` (lists built once; grads are written
+in place, list entries never rebound), ``forward`` and ``backward``. The layers check their
+inputs (see ``fastseq._checks``), own the scratch memory, and call ``fastseq.kernels``.
+"""
+
+import numpy as np
+
+from . import _checks as checks
+from ._workspace import Workspace
+from .kernels.affine import affine_backward, affine_forward
+from .kernels.attention import attention_backward, attention_forward
+from .kernels.embedding import embedding_backward, embedding_forward
+from .kernels.lstm import lstm_backward_through_time, lstm_backward_weights, lstm_forward
+from .kernels.softmax import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+
+
+class _Layer:
+    """params/grads bookkeeping shared by the layers with weights."""
+
+    def __init__(self, names, *params):
+        self.dtype = checks.weights(names, params)
+        self.params = list(params)
+        self.grads = [np.zeros_like(p) for p in params]
+        self._shapes = [p.shape for p in params]
+        self._cache = None
+
+    def _checked_params(self):
+        checks.unchanged(self, self._shapes)
+        return self.params
+
+
+class TimeEmbedding(_Layer):
+    """Rows of W for every token id: params [W (V,D)]."""
+
+    def __init__(self, W):
+        super().__init__(("W",), W)
+
+    def forward(self, xs):
+        """xs (N,T) integer ids in [0, V) -> (N,T,D)."""
+        W, = self._checked_params()
+        ids = checks.token_ids("xs", xs, W.shape[0])
+        out = np.empty(ids.shape + (W.shape[1],), self.dtype)
+        embedding_forward(out, ids, W)
+        self._cache = ids
+        return out
+
+    def backward(self, dout):
+        """dout (N,T,D): scatter-adds into grads[0] (repeated ids accumulate); returns None."""
+        ids = checks.forward_done(self, self._cache)
+        dW, = self.grads
+        checks.unchanged(self, self._shapes)
+        dout = checks.floats("dout", dout, self.dtype, ids.shape + (dW.shape[1],))
+        embedding_backward(dW, dout, ids)
+
+
+class TimeLSTM(_Layer):
+    """LSTM over T steps: params [Wx (D,4H), Wh (H,4H), b (4H,)], gate order f, g, i, o.
+
+    ``h``, ``c`` hold the last state (None until the first forward); a stateful layer starts the
+    next forward from them, otherwise every forward starts from zeros. ``dh`` is the gradient
+    with respect to the initial h, set by backward.
+    """
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        super().__init__(("Wx", "Wh", "b"), Wx, Wh, b)
+        H = Wh.shape[0] if Wh.ndim == 2 else 0
+        if H == 0 or Wx.ndim != 2 or Wx.shape[1] != 4 * H or Wh.shape != (H, 4 * H) \
+                or b.shape != (4 * H,):
+            raise ValueError(f"TimeLSTM needs Wx (D, 4H), Wh (H, 4H), b (4H,); got "
+                             f"Wx {Wx.shape}, Wh {Wh.shape}, b {b.shape}")
+        self.stateful = stateful
+        self.h = self.c = None
+        self.dh = None
+        self._work = Workspace()
+
+    def set_state(self, h, c=None):
+        """Start the next (stateful) forward from h (N,H) and c (N,H), zeros when c is None."""
+        H = self.params[1].shape[0]
+        self.h = checks.floats("h", h, self.dtype, (None, H))
+        self.c = None if c is None else checks.floats("c", c, self.dtype, self.h.shape)
+
+    def reset_state(self):
+        self.h = self.c = None
+
+    def forward(self, xs):
+        """xs (N,T,D) -> hs (N,T,H)."""
+        Wx, Wh, b = self._checked_params()
+        D, H = Wx.shape[0], Wh.shape[0]
+        xs = checks.floats("xs", xs, self.dtype, (None, None, D))
+        N, T, _ = xs.shape
+        zero_state = not self.stateful or self.h is None
+        if zero_state:
+            h0 = c0 = np.zeros((N, H), self.dtype)
+        else:
+            if self.h.shape[0] != N:
+                raise ValueError(f"xs has batch size {N} but the stateful LSTM holds a state for "
+                                 f"{self.h.shape[0]} rows; call reset_state() or set_state()")
+            h0 = self.h
+            c0 = np.zeros((N, H), self.dtype) if self.c is None else self.c
+        work = self._work
+        saved = (work.get("gates", (N, T, 4 * H), self.dtype),
+                 work.get("cs", (N, T + 1, H), self.dtype),
+                 work.get("tanh_cs", (N, T, H), self.dtype),
+                 work.get("h_prevs", (N, T, H), self.dtype))
+        hs = np.empty((N, T, H), self.dtype)
+        lstm_forward(hs, saved, xs, Wx, Wh, b, h0, c0, zero_state)
+        self.h = hs[:, -1].copy()
+        self.c = saved[1][:, -1].copy()
+        self._cache = (xs, saved)
+        return hs
+
+    def backward(self, dhs):
+        """dhs (N,T,H) -> dxs (N,T,D); writes grads, sets dh (N,H)."""
+        xs, saved = checks.forward_done(self, self._cache)
+        Wx, Wh, _ = self._checked_params()
+        N, T, D = xs.shape
+        H = Wh.shape[0]
+        dhs = checks.floats("dhs", dhs, self.dtype, (N, T, H))
+        dA = self._work.get("dA", (N, T, 4 * H), self.dtype)
+        dc = self._work.get("dc", (N, H), self.dtype)
+        dh0 = np.empty((N, H), self.dtype)
+        dxs = np.empty((N, T, D), self.dtype)
+        lstm_backward_through_time(dA, dh0, dc, dhs, Wh, saved)
+        dWx, dWh, db = self.grads
+        lstm_backward_weights(dxs, dWx, dWh, db, dA, xs, Wx, saved[3])
+        self.dh = dh0
+        return dxs
+
+
+class TimeAffine(_Layer):
+    """x @ W + b at every step: params [W (D,M), b (M,)]."""
+
+    def __init__(self, W, b):
+        super().__init__(("W", "b"), W, b)
+        if W.ndim != 2 or b.shape != (W.shape[1],):
+            raise ValueError(f"TimeAffine needs W (D, M) and b (M,); got W {W.shape}, b {b.shape}")
+
+    def forward(self, x):
+        """x (N,T,D) -> (N,T,M)."""
+        W, b = self._checked_params()
+        D, M = W.shape
+        x = checks.floats("x", x, self.dtype, (None, None, D))
+        N, T, _ = x.shape
+        out = np.empty((N, T, M), self.dtype)
+        affine_forward(out.reshape(N * T, M), x.reshape(N * T, D), W, b)
+        self._cache = x
+        return out
+
+    def backward(self, dout):
+        """dout (N,T,M) -> dx (N,T,D); writes grads."""
+        x = checks.forward_done(self, self._cache)
+        W, _ = self._checked_params()
+        N, T, D = x.shape
+        M = W.shape[1]
+        dout = checks.floats("dout", dout, self.dtype, (N, T, M))
+        dx = np.empty((N, T, D), self.dtype)
+        dW, db = self.grads
+        affine_backward(dx.reshape(N * T, D), dW, db, dout.reshape(N * T, M), x.reshape(N * T, D), W)
+        return dx
+
+
+class TimeSoftmaxWithLoss:
+    """Mean cross-entropy of softmax(xs) over the targets that are not ``ignore_label``."""
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.ignore_label = -1
+        self._cache = None
+
+    def forward(self, xs, ts):
+        """xs (N,T,V) scores; ts (N,T) int labels or (N,T,V) one-hot -> scalar loss."""
+        xs = checks.floats("xs", xs, None, (None, None, None))
+        N, T, V = xs.shape
+        if isinstance(ts, np.ndarray) and ts.ndim == 3:  # one-hot targets
+            if ts.shape != xs.shape:
+                raise ValueError(f"one-hot ts must have the shape of xs {xs.shape}, got {ts.shape}")
+            ts = ts.argmax(axis=2)
+        labels = checks.token_ids("ts", ts, V, (N, T), self.ignore_label)
+        probs = np.empty((N * T, V), xs.dtype)
+        loss, kept, bad = softmax_cross_entropy_forward(
+            probs, xs.reshape(N * T, V), labels.reshape(N * T), self.ignore_label)
+        if bad:
+            raise ValueError(f"xs (scores) holds NaN or inf in {bad} of {N * T} rows; "
+                             "the model diverged or its input is corrupt (try a lower learning "
+                             "rate or gradient clipping)")
+        if kept == 0:
+            raise ValueError("every target in ts equals ignore_label "
+                             f"({self.ignore_label}); the mean loss is undefined")
+        self._cache = (probs, labels.reshape(N * T), kept, (N, T, V))
+        return loss / kept
+
+    def backward(self, dout=1):
+        """-> d xs (N,T,V): dout * (softmax - onehot) / kept, zero where ignored."""
+        probs, labels, kept, shape = checks.forward_done(self, self._cache)
+        dxs = np.empty(shape, probs.dtype)
+        scale = probs.dtype.type(dout / kept)
+        softmax_cross_entropy_backward(dxs.reshape(probs.shape), probs, labels,
+                                       self.ignore_label, scale)
+        return dxs
+
+
+class TimeAttention:
+    """Every decoder step attends over all encoder steps (no params).
+
+    ``attention_weights`` holds the last forward's weights: a list of Td arrays (N,Ts).
+    """
+
+    def __init__(self):
+        self.params, self.grads = [], []
+        self.attention_weights = None
+        self._cache = None
+        self._work = Workspace()
+
+    def forward(self, hs_enc, hs_dec):
+        """hs_enc (N,Ts,H), hs_dec (N,Td,H) -> contexts (N,Td,H)."""
+        hs_enc = checks.floats("hs_enc", hs_enc, None, (None, None, None))
+        N, Ts, H = hs_enc.shape
+        hs_dec = checks.floats("hs_dec", hs_dec, hs_enc.dtype, (N, None, H))
+        Td = hs_dec.shape[1]
+        contexts = np.empty((N, Td, H), hs_enc.dtype)
+        weights = np.empty((N, Td, Ts), hs_enc.dtype)
+        attention_forward(contexts, weights, hs_enc, hs_dec)
+        self.attention_weights = [weights[:, t] for t in range(Td)]
+        self._cache = (hs_enc, hs_dec, weights)
+        return contexts
+
+    def backward(self, dout):
+        """dout (N,Td,H) -> (dhs_enc (N,Ts,H), dhs_dec (N,Td,H))."""
+        hs_enc, hs_dec, weights = checks.forward_done(self, self._cache)
+        N, Td, Ts = weights.shape
+        dout = checks.floats("dout", dout, hs_enc.dtype, hs_dec.shape)
+        dhs_enc = np.empty_like(hs_enc)
+        dhs_dec = np.empty_like(hs_dec)
+        dscores = self._work.get("dscores", (Td, Ts), hs_enc.dtype)
+        attention_backward(dhs_enc, dhs_dec, dscores, dout, weights, hs_enc, hs_dec)
+        return dhs_enc, dhs_dec

@@ -1,0 +1,118 @@
+"""JIT options and the on-disk cache of every fastseq kernel: the one place they are set.
+
+Kernels compile lazily (no signatures), so one function serves float32 and float64, and their
+machine code is cached on disk, so a second process loads it instead of compiling again.
+
+Numba stamps a cached function with the hash of its own source file only. A kernel that calls a
+helper from another file of this folder (``activations.py``, ``blas.py``) would then load stale
+code after the helper changed. ``_KernelCacheLocator`` stamps every kernel with one hash over all
+the sources in this folder, so editing any of them recompiles everything that may depend on it.
+
+Where the cache lives: ``$NUMBA_CACHE_DIR/fastseq`` when that variable is set, else the
+``__pycache__`` folder beside these files, else (read-only install) a per-user folder, with one
+warning. With no writable folder at all, kernels compile in memory, again with one warning.
+"""
+
+import hashlib
+import os
+import tempfile
+import warnings
+
+import numba
+from numba.core import caching
+
+# Exact division (no 'arcp') and IEEE NaN/inf semantics (no 'nnan'/'ninf': isfinite checks in
+# kernels must not be optimised away); reassociation and FMA contraction let loops vectorise.
+FASTMATH = {"nsz", "contract", "reassoc"}
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _sources_digest():
+    digest = hashlib.sha256(numba.__version__.encode())
+    for name in sorted(os.listdir(_HERE)):
+        if name.endswith(".py"):
+            with open(os.path.join(_HERE, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()
+
+
+def _is_writable_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _user_cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    install = hashlib.sha1(_HERE.encode()).hexdigest()[:16]
+    return os.path.join(base, "fastseq", "numba", install)
+
+
+def _choose_cache_dir():
+    numba_dir = os.environ.get("NUMBA_CACHE_DIR")
+    if numba_dir:
+        candidates = [os.path.join(numba_dir, "fastseq")]
+    else:
+        candidates = [os.path.join(_HERE, "__pycache__"), _user_cache_dir()]
+    for path in candidates:
+        if _is_writable_dir(path):
+            if path != candidates[0]:
+                warnings.warn(
+                    f"fastseq: {candidates[0]} is not writable; caching compiled kernels in "
+                    f"{path} instead (set NUMBA_CACHE_DIR to choose another folder)",
+                    RuntimeWarning, stacklevel=3)
+            return path
+    warnings.warn(
+        f"fastseq: no writable folder for the kernel cache (tried {', '.join(candidates)}); "
+        "kernels will compile in every new process. Set NUMBA_CACHE_DIR to a writable folder.",
+        RuntimeWarning, stacklevel=3)
+    return None
+
+
+class _KernelCacheLocator(caching._CacheLocator):
+    """Numba cache locator for the functions defined in this folder (and only those)."""
+
+    def __init__(self, py_func):
+        self._lineno = py_func.__code__.co_firstlineno
+
+    def ensure_cache_path(self):
+        os.makedirs(CACHE_DIR, exist_ok=True)
+
+    def get_cache_path(self):
+        return CACHE_DIR
+
+    def get_source_stamp(self):
+        return SOURCE_STAMP
+
+    def get_disambiguator(self):
+        return str(self._lineno)
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if CACHE_DIR is None or os.path.dirname(os.path.abspath(py_file)) != _HERE:
+            return None
+        return cls(py_func)
+
+
+CACHE_DIR = _choose_cache_dir()
+SOURCE_STAMP = _sources_digest()
+_locators = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # renamed in numba 0.62
+if _KernelCacheLocator not in _locators._locator_classes:
+    _locators._locator_classes.insert(0, _KernelCacheLocator)
+
+JIT_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy", cache=CACHE_DIR is not None)
+HELPER_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
+
+
+def kernel(func):
+    """Compile ``func`` as a fastseq kernel: lazily typed, GIL released, cached on disk."""
+    return numba.njit(**JIT_OPTIONS)(func)
+
+
+def helper(func):
+    """Compile ``func`` as a helper called from kernels (compiled into each caller, not cached alone)."""
+    return numba.njit(**HELPER_OPTIONS)(func)

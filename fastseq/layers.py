@@ -11,10 +11,11 @@ import numpy as np
 
 from . import _checks as checks
 from ._workspace import Workspace
+from .threads import get_num_threads
 from .kernels.affine import affine_backward, affine_forward
 from .kernels.attention import attention_backward, attention_forward
 from .kernels.embedding import embedding_backward, embedding_forward
-from .kernels.lstm import lstm_backward_through_time, lstm_backward_weights, lstm_forward
+from .kernels.lstm import lstm_backward, lstm_forward
 from .kernels.softmax import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 
@@ -107,7 +108,8 @@ class TimeLSTM(_Layer):
                  work.get("tanh_cs", (N, T, H), self.dtype),
                  work.get("h_prevs", (N, T, H), self.dtype))
         hs = np.empty((N, T, H), self.dtype)
-        lstm_forward(hs, saved, xs, Wx, Wh, b, h0, c0, zero_state)
+        lstm_forward(hs, saved, xs, Wx, Wh, b.reshape(1, -1), h0, c0, zero_state,
+                     get_num_threads())
         self.h = hs[:, -1].copy()
         self.c = saved[1][:, -1].copy()
         self._cache = (xs, saved)
@@ -120,13 +122,12 @@ class TimeLSTM(_Layer):
         N, T, D = xs.shape
         H = Wh.shape[0]
         dhs = checks.floats("dhs", dhs, self.dtype, (N, T, H))
-        dA = self._work.get("dA", (N, T, 4 * H), self.dtype)
-        dc = self._work.get("dc", (N, H), self.dtype)
+        work = (self._work.get("dA", (N, T, 4 * H), self.dtype),
+                self._work.get("dc", (N, H), self.dtype),
+                self._work.get("Wh_T", (4 * H, H), self.dtype))
         dh0 = np.empty((N, H), self.dtype)
         dxs = np.empty((N, T, D), self.dtype)
-        lstm_backward_through_time(dA, dh0, dc, dhs, Wh, saved)
-        dWx, dWh, db = self.grads
-        lstm_backward_weights(dxs, dWx, dWh, db, dA, xs, Wx, saved[3])
+        lstm_backward(dxs, tuple(self.grads), dh0, work, dhs, xs, Wx, Wh, saved, get_num_threads())
         self.dh = dh0
         return dxs
 
@@ -146,7 +147,7 @@ class TimeAffine(_Layer):
         x = checks.floats("x", x, self.dtype, (None, None, D))
         N, T, _ = x.shape
         out = np.empty((N, T, M), self.dtype)
-        affine_forward(out.reshape(N * T, M), x.reshape(N * T, D), W, b)
+        affine_forward(out, (x,), W, b.reshape(1, -1), get_num_threads())
         self._cache = x
         return out
 
@@ -159,7 +160,7 @@ class TimeAffine(_Layer):
         dout = checks.floats("dout", dout, self.dtype, (N, T, M))
         dx = np.empty((N, T, D), self.dtype)
         dW, db = self.grads
-        affine_backward(dx.reshape(N * T, D), dW, db, dout.reshape(N * T, M), x.reshape(N * T, D), W)
+        affine_backward((dx,), dW, db, dout, (x,), W, get_num_threads())
         return dx
 
 
@@ -182,7 +183,7 @@ class TimeSoftmaxWithLoss:
         labels = checks.token_ids("ts", ts, V, (N, T), self.ignore_label)
         probs = np.empty((N * T, V), xs.dtype)
         loss, kept, bad = softmax_cross_entropy_forward(
-            probs, xs.reshape(N * T, V), labels.reshape(N * T), self.ignore_label)
+            probs, xs.reshape(N * T, V), labels.reshape(N * T), self.ignore_label, get_num_threads())
         if bad:
             raise ValueError(f"xs (scores) holds NaN or inf in {bad} of {N * T} rows; "
                              "the model diverged or its input is corrupt (try a lower learning "
@@ -199,7 +200,7 @@ class TimeSoftmaxWithLoss:
         dxs = np.empty(shape, probs.dtype)
         scale = probs.dtype.type(dout / kept)
         softmax_cross_entropy_backward(dxs.reshape(probs.shape), probs, labels,
-                                       self.ignore_label, scale)
+                                       self.ignore_label, scale, get_num_threads())
         return dxs
 
 
@@ -223,7 +224,7 @@ class TimeAttention:
         Td = hs_dec.shape[1]
         contexts = np.empty((N, Td, H), hs_enc.dtype)
         weights = np.empty((N, Td, Ts), hs_enc.dtype)
-        attention_forward(contexts, weights, hs_enc, hs_dec)
+        attention_forward(contexts, weights, hs_enc, hs_dec, get_num_threads())
         self.attention_weights = [weights[:, t] for t in range(Td)]
         self._cache = (hs_enc, hs_dec, weights)
         return contexts
@@ -235,6 +236,7 @@ class TimeAttention:
         dout = checks.floats("dout", dout, hs_enc.dtype, hs_dec.shape)
         dhs_enc = np.empty_like(hs_enc)
         dhs_dec = np.empty_like(hs_dec)
-        dscores = self._work.get("dscores", (Td, Ts), hs_enc.dtype)
-        attention_backward(dhs_enc, dhs_dec, dscores, dout, weights, hs_enc, hs_dec)
+        n_chunks = get_num_threads()
+        dscores = self._work.get("dscores", (n_chunks, Td, Ts), hs_enc.dtype)
+        attention_backward(dhs_enc, dhs_dec, dscores, dout, weights, hs_enc, hs_dec, n_chunks)
         return dhs_enc, dhs_dec

@@ -1,30 +1,64 @@
-"""Affine map over all rows at once: out = x @ W + b, as one GEMM.
+"""Affine map of every time step: out = concat(xs, axis=2) @ W + bias, one GEMM per input part.
 
-M rows (N*T), D input width, O output width.
+N batch, T time steps, M output width. ``parts`` is a tuple of inputs (N,T,D_p) of one dtype
+(a homogeneous tuple, indexable in a loop) whose widths
+add up to W's rows: the affine over a concatenation, without building the concatenation (the
+attention decoder's [context, hs]). ``bias`` is (1,M), the layer's b, or (N,M), one per batch
+row, which adds an input that is constant over time (the peeky decoder's h).
 """
 
-from .blas import gemm
-from .jit import kernel
+from numba import prange
+
+from .blas import column_sums, gemm
+from .jit import chunk, parallel_kernel
 
 
-@kernel
-def affine_forward(out, x, W, b):
-    """out (M,O) = x (M,D) @ W (D,O) + b (O,)."""
-    gemm(out, x, W, False, False, 0.0)
-    for r in range(out.shape[0]):
-        row = out[r]
-        for k in range(row.shape[0]):
-            row[k] += b[k]
+@parallel_kernel
+def affine_forward(out, parts, W, bias, n_chunks):
+    """out (N,T,M) = concat(parts) @ W (D,M) + bias (1|N, M)."""
+    N, T, M = out.shape
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            rows = out[lo:hi].reshape((hi - lo) * T, M)
+            beta, first = 0.0, 0
+            for p in range(len(parts)):
+                x = parts[p]
+                D = x.shape[2]
+                gemm(rows, x[lo:hi].reshape((hi - lo) * T, D), W[first:first + D], False, False, beta)
+                beta, first = 1.0, first + D
+            for n in range(lo, hi):
+                b = bias[n if bias.shape[0] > 1 else 0]
+                for t in range(T):
+                    row = out[n, t]
+                    for m in range(M):
+                        row[m] += b[m]
 
 
-@kernel
-def affine_backward(dx, dW, db, dout, x, W):
-    """dx (M,D), dW (D,O), db (O,) written; dout (M,O); x (M,D); W (D,O)."""
-    # out = x @ W + b
-    gemm(dx, dout, W, False, True, 0.0)
-    gemm(dW, x, dout, True, False, 0.0)
-    db[:] = 0.0
-    for r in range(dout.shape[0]):
-        row = dout[r]
-        for k in range(row.shape[0]):
-            db[k] += row[k]
+@parallel_kernel
+def affine_backward(dparts, dW, db, dout, parts, W, n_chunks):
+    """dparts (like parts), dW (D,M), db (M,) written; dout (N,T,M); parts, W as in forward.
+    db sums dout over all rows (the gradient of a (1,M) bias)."""
+    N, T, M = dout.shape
+    dout_all = dout.reshape(N * T, M)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            first = 0
+            for p in range(len(dparts)):
+                dx = dparts[p]
+                D = dx.shape[2]
+                # out = x @ W[rows of x] + ...  =>  dx = dout @ W[rows of x].T
+                gemm(dx[lo:hi].reshape((hi - lo) * T, D), dout[lo:hi].reshape((hi - lo) * T, M),
+                     W[first:first + D], False, True, 0.0)
+                first += D
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, M)
+        if lo < hi:
+            first = 0
+            for p in range(len(parts)):
+                x = parts[p]
+                D = x.shape[2]
+                gemm(dW[first:first + D, lo:hi], x.reshape(N * T, D), dout_all[:, lo:hi], True, False, 0.0)
+                first += D
+            column_sums(db[lo:hi], dout_all, lo)

@@ -70,3 +70,14 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
               _leading_dim(B), scalar(beta), C.ctypes.data, _leading_dim(C))
 
     return impl
+
+
+@helper
+def column_sums(out, x, lo):
+    """out (M,) = x[:, lo:lo+M] summed over rows; x (R,C) C-contiguous."""
+    M = out.shape[0]
+    out[:] = 0.0
+    for r in range(x.shape[0]):
+        row = x[r, lo:lo + M]
+        for k in range(M):
+            out[k] += row[k]

@@ -113,6 +113,17 @@ def kernel(func):
     return numba.njit(**JIT_OPTIONS)(func)
 
 
+def parallel_kernel(func):
+    """Like ``kernel``, for kernels that split their work over ``prange`` chunks."""
+    return numba.njit(parallel=True, **JIT_OPTIONS)(func)
+
+
 def helper(func):
     """Compile ``func`` as a helper called from kernels (compiled into each caller, not cached alone)."""
     return numba.njit(**HELPER_OPTIONS)(func)
+
+
+@helper
+def chunk(k, n_chunks, n):
+    """Bounds [lo, hi) of the k-th of n_chunks near-equal parts of range(n)."""
+    return k * n // n_chunks, (k + 1) * n // n_chunks

@@ -7,53 +7,79 @@ forget f, [H:2H] candidate g, [2H:3H] input i, [3H:4H] output o of
     f, i, o = sigmoid(A_t[f, i, o]);  g = tanh(A_t[g])
     c_t = f * c_{t-1} + g * i;        h_t = o * tanh(c_t)
 
-Work that does not depend on the recurrence leaves the time loop (cuDNN's layout):
-forward runs xs @ Wx for all steps as one GEMM, then per step only A_t += h_{t-1} @ Wh and one
-fused pass over the gates; backward runs per step only dh_{t-1} = dA_t @ Wh.T and one fused pass,
-and afterwards dWx, dWh, dxs as one GEMM each. Every array is batch-major like the book's and
-C-contiguous; a step's rows (``hs[:, t]``) reach BLAS as a strided matrix, never a copy.
+Work that does not depend on the recurrence leaves the time loop (cuDNN's layout): forward
+runs xs @ Wx for all steps as one GEMM, then per step only A_t += h_{t-1} @ Wh and one fused
+pass over the gates; backward runs per step only dh_{t-1} = dA_t @ Wh.T and one fused pass,
+then dxs, dWx, dWh as one GEMM each. Arrays are batch-major like the book's and C-contiguous;
+a step's rows (``hs[:, t]``) reach BLAS as a strided matrix, never as a copy.
+
+Threads: batch rows are independent through time, so the time loops run on ``n_chunks`` blocks
+of rows at once with no synchronisation per step; the weight gradients, which sum over all
+rows, are split by output column instead. No partial sums are combined across chunks, so the
+result does not depend on the number of chunks.
 
 ``saved`` (written by forward, read by backward, never modified by backward):
     gates   (N,T,4H)  activated f, g, i, o
     cs      (N,T+1,H) cs[:, 0] = c0, cs[:, t+1] = c_t
     tanh_cs (N,T,H)   tanh(c_t)
     h_prevs (N,T,H)   h_{t-1} of every step, h_prevs[:, 0] = h0 (so dWh is one GEMM)
-Batch rows are independent: calling a kernel on a block of rows of every array computes that
-block, which is how work is split across threads.
 """
 
+import numpy as np
+from numba import prange
+
 from .activations import sigmoid, tanh
-from .blas import gemm
-from .jit import helper, kernel
+from .blas import column_sums, gemm
+from .jit import chunk, helper, parallel_kernel
 
 
 @helper
 def lstm_cell_forward(a, b, c_prev, c, tanh_c, h):
     """One step of one batch row. a (4H,) holds x @ Wx + h_prev @ Wh (no bias) and is overwritten
     with the activated gates f, g, i, o; b (4H,); c_prev (H,); c, tanh_c, h (H,) written."""
-    H = c.shape[0]
-    af, ag, ai, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-    bf, bg, bi, bo = b[:H], b[H:2 * H], b[2 * H:3 * H], b[3 * H:]
+    # Unsigned indices into whole rows: signed offsets (a[H + j]) or per-gate slices cost
+    # negative-index checks that stop LLVM from vectorising this loop.
+    H = np.uint64(c.shape[0])
     for j in range(H):
-        f = sigmoid(af[j] + bf[j])
-        g = tanh(ag[j] + bg[j])
-        i = sigmoid(ai[j] + bi[j])
-        o = sigmoid(ao[j] + bo[j])
-        af[j], ag[j], ai[j], ao[j] = f, g, i, o
-        c[j] = f * c_prev[j] + g * i
-        tanh_c[j] = tanh(c[j])
-        h[j] = o * tanh_c[j]
+        f = sigmoid(a[j] + b[j])
+        g = tanh(a[H + j] + b[H + j])
+        i = sigmoid(a[2 * H + j] + b[2 * H + j])
+        o = sigmoid(a[3 * H + j] + b[3 * H + j])
+        a[j], a[H + j], a[2 * H + j], a[3 * H + j] = f, g, i, o
+        cj = f * c_prev[j] + g * i
+        c[j] = cj
+        tc = tanh(cj)
+        tanh_c[j] = tc
+        h[j] = o * tc
 
 
-@kernel
-def lstm_forward(hs, saved, xs, Wx, Wh, b, h0, c0, h0_is_zero):
-    """hs (N,T,H) out; saved see module doc; xs (N,T,D); Wx (D,4H); Wh (H,4H); b (4H,);
-    h0, c0 (N,H) initial state; h0_is_zero skips the first step's h0 @ Wh."""
-    gates, cs, tanh_cs, h_prevs = saved
+@helper
+def lstm_cell_backward(da, a, c_prev, tanh_c, dh_out, dh_next, dc):
+    """One backward step of one batch row. da (4H,) written: gradient w.r.t. the gate inputs;
+    a (4H,) activated gates; c_prev, tanh_c (H,); dh_out (H,) upstream gradient of h_t;
+    dh_next (H,) gradient of h_t from step t+1; dc (H,) gradient of c_t from step t+1, replaced
+    by that of c_{t-1}."""
+    one = a.dtype.type(1.0)
+    H = np.uint64(tanh_c.shape[0])
+    for j in range(H):
+        f, g, i, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
+        tc = tanh_c[j]
+        dh = dh_out[j] + dh_next[j]
+        # h_t = o * tanh(c_t);  c_t = f * c_{t-1} + g * i
+        dcj = dc[j] + dh * o * (one - tc * tc)
+        # f = sigmoid(A_f) => dA_f = df * f * (1 - f); likewise i, o; g = tanh(A_g)
+        da[j] = dcj * c_prev[j] * f * (one - f)
+        da[H + j] = dcj * i * (one - g * g)
+        da[2 * H + j] = dcj * g * i * (one - i)
+        da[3 * H + j] = dh * tc * o * (one - o)
+        dc[j] = dcj * f
+
+
+@helper
+def _forward_rows(hs, gates, cs, tanh_cs, h_prevs, xs, Wx, Wh, bias, h0, c0, h0_is_zero):
+    """The forward time loop for a block of rows (arguments as in lstm_forward)."""
     N, T, D = xs.shape
     H = Wh.shape[0]
-    if N == 0 or T == 0:
-        return
     gemm(gates.reshape(N * T, 4 * H), xs.reshape(N * T, D), Wx, False, False, 0.0)
     h_prevs[:, 0] = h0
     cs[:, 0] = c0
@@ -61,54 +87,67 @@ def lstm_forward(hs, saved, xs, Wx, Wh, b, h0, c0, h0_is_zero):
         if t > 0 or not h0_is_zero:
             gemm(gates[:, t], h_prevs[:, t], Wh, False, False, 1.0)
         for n in range(N):
+            b = bias[n if bias.shape[0] > 1 else 0]
             lstm_cell_forward(gates[n, t], b, cs[n, t], cs[n, t + 1], tanh_cs[n, t], hs[n, t])
             if t + 1 < T:
                 h_prevs[n, t + 1] = hs[n, t]
 
 
-@kernel
-def lstm_backward_through_time(dA, dh0, dc, dhs, Wh, saved):
-    """The backward time loop. dA (N,T,4H) gate-input gradients, dh0 (N,H) gradient w.r.t. h0:
-    written; dc (N,H) scratch; dhs (N,T,H) upstream gradient; Wh (H,4H); saved from forward."""
-    gates, cs, tanh_cs, _ = saved
+@parallel_kernel
+def lstm_forward(hs, saved, xs, Wx, Wh, bias, h0, c0, h0_is_zero, n_chunks):
+    """hs (N,T,H) out; saved see module doc; xs (N,T,D); Wx (D,4H); Wh (H,4H); bias (1,4H) the
+    layer's b, or (N,4H) one bias per row (b plus an input that is constant over time);
+    h0, c0 (N,H) initial state; h0_is_zero skips the first step's h0 @ Wh."""
+    gates, cs, tanh_cs, h_prevs = saved
+    N = xs.shape[0]
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            rows_bias = bias[lo:hi] if bias.shape[0] > 1 else bias
+            _forward_rows(hs[lo:hi], gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], h_prevs[lo:hi],
+                          xs[lo:hi], Wx, Wh, rows_bias, h0[lo:hi], c0[lo:hi], h0_is_zero)
+
+
+@helper
+def _backward_rows(dxs, dA, dh0, dc, dhs, Wx, Wh_T, gates, cs, tanh_cs):
+    """The backward time loop and dxs for a block of rows (arguments as in lstm_backward)."""
     N, T, H = dhs.shape
-    one = dA.dtype.type(1.0)
-    dh_next = dh0  # holds dh_t flowing back from step t+1; after step 0 it is dh0
+    D = dxs.shape[2]
+    dh_next = dh0  # dh_t arriving from step t+1; after step 0 it is dh0
     dh_next[:] = 0.0
     dc[:] = 0.0
     for t in range(T - 1, -1, -1):
         for n in range(N):
-            a, da = gates[n, t], dA[n, t]
-            f, g, i, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-            daf, dag, dai, dao = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
-            c_prev, tc, dh_up, dh_rec, dc_n = cs[n, t], tanh_cs[n, t], dhs[n, t], dh_next[n], dc[n]
-            for j in range(H):
-                dh = dh_up[j] + dh_rec[j]
-                # h_t = o * tanh(c_t);  c_t = f * c_{t-1} + g * i
-                dcj = dc_n[j] + dh * o[j] * (one - tc[j] * tc[j])
-                # f = sigmoid(A_f): dA_f = df * f * (1 - f), and so on for g (tanh), i, o
-                daf[j] = dcj * c_prev[j] * f[j] * (one - f[j])
-                dag[j] = dcj * i[j] * (one - g[j] * g[j])
-                dai[j] = dcj * g[j] * i[j] * (one - i[j])
-                dao[j] = dh * tc[j] * o[j] * (one - o[j])
-                dc_n[j] = dcj * f[j]
+            lstm_cell_backward(dA[n, t], gates[n, t], cs[n, t], tanh_cs[n, t], dhs[n, t],
+                               dh_next[n], dc[n])
         # A_t = ... + h_{t-1} @ Wh  =>  dh_{t-1} = dA_t @ Wh.T
-        gemm(dh_next, dA[:, t], Wh, False, True, 0.0)
+        gemm(dh_next, dA[:, t], Wh_T, False, False, 0.0)
+    # A_all = xs @ Wx + ...  =>  dxs = dA_all @ Wx.T
+    gemm(dxs.reshape(N * T, D), dA.reshape(N * T, 4 * H), Wx, False, True, 0.0)
 
 
-@kernel
-def lstm_backward_weights(dxs, dWx, dWh, db, dA, xs, Wx, h_prevs):
-    """The work hoisted out of the backward loop: one GEMM each for dxs (N,T,D), dWx (D,4H),
-    dWh (H,4H), and db (4H,) = column sums of dA (N,T,4H); xs (N,T,D), h_prevs (N,T,H)."""
+@parallel_kernel
+def lstm_backward(dxs, grads, dh0, work, dhs, xs, Wx, Wh, saved, n_chunks):
+    """dxs (N,T,D), grads = (dWx (D,4H), dWh (H,4H), db (4H,)) and dh0 (N,H) (gradient w.r.t.
+    h0) written; work = (dA (N,T,4H), dc (N,H), Wh_T (4H,H)) scratch; dhs (N,T,H) upstream
+    gradient; xs (N,T,D), Wx (D,4H), Wh (H,4H), saved: as given to / written by lstm_forward."""
+    gates, cs, tanh_cs, h_prevs = saved
+    dWx, dWh, db = grads
+    dA, dc, Wh_T = work
     N, T, D = xs.shape
-    H = h_prevs.shape[2]
-    dA2 = dA.reshape(N * T, 4 * H)
-    # A_all = xs @ Wx + h_prevs @ Wh + b
-    gemm(dWx, xs.reshape(N * T, D), dA2, True, False, 0.0)
-    gemm(dWh, h_prevs.reshape(N * T, H), dA2, True, False, 0.0)
-    gemm(dxs.reshape(N * T, D), dA2, Wx, False, True, 0.0)
-    db[:] = 0.0
-    for r in range(N * T):
-        row = dA2[r]
-        for k in range(4 * H):
-            db[k] += row[k]
+    H = Wh.shape[0]
+    Wh_T[:] = Wh.T  # rebuilt every call: the optimizer changes Wh between calls
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            _backward_rows(dxs[lo:hi], dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], Wx, Wh_T,
+                           gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi])
+    # A_all = xs @ Wx + h_prevs @ Wh + b, summed over all N*T rows: split by output column
+    dA_all = dA.reshape(N * T, 4 * H)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, 4 * H)
+        if lo < hi:
+            gemm(dWx[:, lo:hi], xs.reshape(N * T, D), dA_all[:, lo:hi], True, False, 0.0)
+            gemm(dWh[:, lo:hi], h_prevs.reshape(N * T, H), dA_all[:, lo:hi], True, False, 0.0)
+            column_sums(db[lo:hi], dA_all, lo)
+

@@ -33,10 +33,11 @@ from __future__ import annotations
 import datetime
 import operator
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from ._files import atomic_write
 
 __all__ = [
     "ADDITION_QUESTION_WIDTH",
@@ -292,37 +293,9 @@ def write_dataset(lines: Sequence[str], path: str | os.PathLike) -> None:
             raise ValueError(
                 f"write_dataset: line {i} must be a str without newline characters, got {line!r}"
             )
-    path = os.path.abspath(os.fspath(path))
-    folder, name = os.path.split(path)
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(lines))
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("\n".join(lines))
+        f.write("\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 from . import _checks as checks
 from ._workspace import Workspace
 from .threads import get_num_threads
-from .kernels.affine import affine_backward, affine_forward
+from .kernels.affine import (affine_backward, affine_forward, constant_input_backward,
+                             constant_input_forward)
 from .kernels.attention import attention_backward, attention_forward
 from .kernels.embedding import embedding_backward, embedding_forward
 from .kernels.lstm import lstm_backward, lstm_forward
@@ -64,6 +65,10 @@ class TimeLSTM(_Layer):
     ``h``, ``c`` hold the last state (None until the first forward); a stateful layer starts the
     next forward from them, otherwise every forward starts from zeros. ``dh`` is the gradient
     with respect to the initial h, set by backward.
+
+    ``forward(xs, const=h)`` feeds the LSTM concat([h, xs_t]) at every step, h (N,Dc) being the
+    same at all steps and owning Wx's first Dc rows (the peeky decoder): h's share of the input
+    projection is computed once, not T times, and backward leaves its gradient in ``dconst``.
     """
 
     def __init__(self, Wx, Wh, b, stateful=False):
@@ -75,7 +80,7 @@ class TimeLSTM(_Layer):
                              f"Wx {Wx.shape}, Wh {Wh.shape}, b {b.shape}")
         self.stateful = stateful
         self.h = self.c = None
-        self.dh = None
+        self.dh = self.dconst = None
         self._work = Workspace()
 
     def set_state(self, h, c=None):
@@ -87,11 +92,14 @@ class TimeLSTM(_Layer):
     def reset_state(self):
         self.h = self.c = None
 
-    def forward(self, xs):
-        """xs (N,T,D) -> hs (N,T,H)."""
+    def forward(self, xs, const=None):
+        """xs (N,T,D) -> hs (N,T,H); with const (N,Dc), xs is (N,T,D-Dc)."""
         Wx, Wh, b = self._checked_params()
         D, H = Wx.shape[0], Wh.shape[0]
-        xs = checks.floats("xs", xs, self.dtype, (None, None, D))
+        const, bias = _constant_input(self, const, Wx, b, self._work)
+        Dc = 0 if const is None else const.shape[1]
+        xs = checks.floats("xs", xs, self.dtype, (None if const is None else const.shape[0],
+                                                  None, D - Dc))
         N, T, _ = xs.shape
         zero_state = not self.stateful or self.h is None
         if zero_state:
@@ -108,60 +116,116 @@ class TimeLSTM(_Layer):
                  work.get("tanh_cs", (N, T, H), self.dtype),
                  work.get("h_prevs", (N, T, H), self.dtype))
         hs = np.empty((N, T, H), self.dtype)
-        lstm_forward(hs, saved, xs, Wx, Wh, b.reshape(1, -1), h0, c0, zero_state,
-                     get_num_threads())
+        lstm_forward(hs, saved, xs, Wx[Dc:], Wh, bias, h0, c0, zero_state, get_num_threads())
         self.h = hs[:, -1].copy()
         self.c = saved[1][:, -1].copy()
-        self._cache = (xs, saved)
+        self._cache = (xs, const, saved)
         return hs
 
     def backward(self, dhs):
-        """dhs (N,T,H) -> dxs (N,T,D); writes grads, sets dh (N,H)."""
-        xs, saved = checks.forward_done(self, self._cache)
+        """dhs (N,T,H) -> dxs (N,T,D); writes grads, sets dh (N,H) (and dconst (N,Dc))."""
+        xs, const, saved = checks.forward_done(self, self._cache)
         Wx, Wh, _ = self._checked_params()
         N, T, D = xs.shape
         H = Wh.shape[0]
+        Dc = Wx.shape[0] - D
         dhs = checks.floats("dhs", dhs, self.dtype, (N, T, H))
-        work = (self._work.get("dA", (N, T, 4 * H), self.dtype),
-                self._work.get("dc", (N, H), self.dtype),
+        dA = self._work.get("dA", (N, T, 4 * H), self.dtype)
+        work = (dA, self._work.get("dc", (N, H), self.dtype),
                 self._work.get("Wh_T", (4 * H, H), self.dtype))
         dh0 = np.empty((N, H), self.dtype)
         dxs = np.empty((N, T, D), self.dtype)
-        lstm_backward(dxs, tuple(self.grads), dh0, work, dhs, xs, Wx, Wh, saved, get_num_threads())
+        dWx, dWh, db = self.grads
+        lstm_backward(dxs, (dWx[Dc:], dWh, db), dh0, work, dhs, xs, Wx[Dc:], Wh, saved,
+                      get_num_threads())
         self.dh = dh0
+        self.dconst = _constant_input_backward(self, const, dWx, Wx, dA)
         return dxs
 
 
 class TimeAffine(_Layer):
-    """x @ W + b at every step: params [W (D,M), b (M,)]."""
+    """x @ W + b at every step: params [W (D,M), b (M,)].
+
+    x may be a tuple of arrays (N,T,D_i) standing for their concatenation along the last axis
+    (which is never built); backward then returns a tuple of their gradients. With
+    ``const`` (N,Dc), an input the same at every step that owns W's first Dc rows, as in
+    TimeLSTM; backward leaves its gradient in ``dconst``.
+    """
 
     def __init__(self, W, b):
         super().__init__(("W", "b"), W, b)
         if W.ndim != 2 or b.shape != (W.shape[1],):
             raise ValueError(f"TimeAffine needs W (D, M) and b (M,); got W {W.shape}, b {b.shape}")
+        self.dconst = None
+        self._work = Workspace()
 
-    def forward(self, x):
-        """x (N,T,D) -> (N,T,M)."""
+    def forward(self, x, const=None):
+        """x (N,T,D) (or a tuple of parts, see the class doc) -> (N,T,M)."""
         W, b = self._checked_params()
         D, M = W.shape
-        x = checks.floats("x", x, self.dtype, (None, None, D))
-        N, T, _ = x.shape
+        const, bias = _constant_input(self, const, W, b, self._work)
+        Dc = 0 if const is None else const.shape[1]
+        parts = _time_parts(x, self.dtype, None if const is None else const.shape[0], D - Dc)
+        N, T, _ = parts[0].shape
         out = np.empty((N, T, M), self.dtype)
-        affine_forward(out, (x,), W, b.reshape(1, -1), get_num_threads())
-        self._cache = x
+        affine_forward(out, parts, W[Dc:], bias, get_num_threads())
+        self._cache = (x, parts, const)
         return out
 
     def backward(self, dout):
-        """dout (N,T,M) -> dx (N,T,D); writes grads."""
-        x = checks.forward_done(self, self._cache)
+        """dout (N,T,M) -> dx (N,T,D), or a tuple of part gradients; writes grads."""
+        x, parts, const = checks.forward_done(self, self._cache)
         W, _ = self._checked_params()
-        N, T, D = x.shape
+        N, T, _ = parts[0].shape
         M = W.shape[1]
+        Dc = 0 if const is None else const.shape[1]
         dout = checks.floats("dout", dout, self.dtype, (N, T, M))
-        dx = np.empty((N, T, D), self.dtype)
+        dparts = tuple(np.empty_like(p) for p in parts)
         dW, db = self.grads
-        affine_backward((dx,), dW, db, dout, (x,), W, get_num_threads())
-        return dx
+        affine_backward(dparts, dW[Dc:], db, dout, parts, W[Dc:], get_num_threads())
+        self.dconst = _constant_input_backward(self, const, dW, W, dout)
+        return dparts if isinstance(x, tuple) else dparts[0]
+
+
+def _time_parts(x, dtype, N, width):
+    """x, or the parts of a concatenation, as a tuple of checked (N,T,D_i) arrays."""
+    if not isinstance(x, tuple):
+        return (checks.floats("x", x, dtype, (N, None, width)),)
+    if not x:
+        raise ValueError("x is an empty tuple; pass an array (N,T,D) or a tuple of them")
+    first = checks.floats("x[0]", x[0], dtype, (N, None, None))
+    parts = (first,) + tuple(checks.floats(f"x[{i}]", p, dtype, first.shape[:2] + (None,))
+                             for i, p in enumerate(x[1:], 1))
+    if sum(p.shape[2] for p in parts) != width:
+        raise ValueError(f"the parts of x have widths {[p.shape[2] for p in parts]}, which add "
+                         f"up to {sum(p.shape[2] for p in parts)}; the weights expect {width}")
+    return parts
+
+
+def _constant_input(layer, const, W, b, work):
+    """(checked const, the bias to add at every step): b as (1,M), or (N,M) rows
+    const @ W[:Dc] + b when an input constant over time is given."""
+    if const is None:
+        return None, b.reshape(1, -1)
+    const = checks.floats("const", const, layer.dtype, (None, None))
+    Dc = const.shape[1]
+    if Dc >= W.shape[0]:
+        raise ValueError(f"const has width {Dc} but the weights have {W.shape[0]} input rows; "
+                         "const must own only the first rows of the input")
+    bias_rows = work.get("const_bias", (const.shape[0], W.shape[1]), layer.dtype)
+    constant_input_forward(bias_rows, const, W[:Dc], b)
+    return const, bias_rows
+
+
+def _constant_input_backward(layer, const, dW, W, d_all):
+    """Gradient of the constant input (returned) and of W's rows it owns (written)."""
+    if const is None:
+        return None
+    N, Dc = const.shape
+    dconst = np.empty((N, Dc), layer.dtype)
+    d_sum = layer._work.get("const_dsum", (N, W.shape[1]), layer.dtype)
+    constant_input_backward(dW[:Dc], dconst, d_sum, d_all, const, W[:Dc])
+    return dconst
 
 
 class TimeSoftmaxWithLoss:

@@ -10,7 +10,7 @@ row, which adds an input that is constant over time (the peeky decoder's h).
 from numba import prange
 
 from .blas import column_sums, gemm
-from .jit import chunk, parallel_kernel
+from .jit import chunk, kernel, parallel_kernel
 
 
 @parallel_kernel
@@ -62,3 +62,31 @@ def affine_backward(dparts, dW, db, dout, parts, W, n_chunks):
                 gemm(dW[first:first + D, lo:hi], x.reshape(N * T, D), dout_all[:, lo:hi], True, False, 0.0)
                 first += D
             column_sums(db[lo:hi], dout_all, lo)
+
+
+@kernel
+def constant_input_forward(bias_rows, x_const, W_const, b):
+    """An input that is the same at every time step enters as one bias per batch row:
+    bias_rows (N,M) = x_const (N,Dc) @ W_const (Dc,M) + b (M,)."""
+    gemm(bias_rows, x_const, W_const, False, False, 0.0)
+    for n in range(bias_rows.shape[0]):
+        row = bias_rows[n]
+        for m in range(row.shape[0]):
+            row[m] += b[m]
+
+
+@kernel
+def constant_input_backward(dW_const, dx_const, d_sum, d_all, x_const, W_const):
+    """dW_const (Dc,M), dx_const (N,Dc) written; d_sum (N,M) scratch; d_all (N,T,M) the gradient
+    of the layer's pre-activation at every step; x_const (N,Dc); W_const (Dc,M)."""
+    # bias_rows[n] = x_const[n] @ W_const + b is added at every step t: sum its gradient over T
+    N, T, M = d_all.shape
+    d_sum[:] = 0.0
+    for n in range(N):
+        row = d_sum[n]
+        for t in range(T):
+            d = d_all[n, t]
+            for m in range(M):
+                row[m] += d[m]
+    gemm(dW_const, x_const, d_sum, True, False, 0.0)
+    gemm(dx_const, d_sum, W_const, False, True, 0.0)

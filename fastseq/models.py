@@ -1,0 +1,326 @@
+"""The book's seq2seq models (ch. 7-8), built from fastseq's layers.
+
+N batch, T time steps (Ts encoder, Td decoder), V vocabulary, D word-vector width, H hidden width.
+
+Same constructor arguments, params order and initial weights as the book: weights are drawn
+with the legacy global ``np.random.randn`` in the book's order and scale, divided in float64,
+then cast (``(randn(V, D) / 100).astype('f')``), so after ``np.random.seed(s)`` a model starts
+from the book's weights; biases are zeros; an encoder draws before its decoder. ``dtype``
+(float32 by default, float64 for gradient checks) is an addition. A model's params and grads
+are its layers' arrays (the same objects), concatenated.
+
+``generate`` runs the whole greedy loop in one compiled call (``fastseq.kernels.decode``) and
+returns a list of ints for one question (N=1, as the book) or an (N, sample_size) int array.
+"""
+
+import pickle
+
+import numpy as np
+
+from . import _checks as checks
+from ._files import atomic_write, load_arrays
+from .kernels.decode import greedy_decode
+from .layers import TimeAffine, TimeAttention, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss
+from .threads import get_num_threads
+
+
+def _sizes(vocab_size, wordvec_size, hidden_size, dtype):
+    for name, value in (("vocab_size", vocab_size), ("wordvec_size", wordvec_size),
+                        ("hidden_size", hidden_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if np.dtype(dtype) not in checks.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+    return int(vocab_size), int(wordvec_size), int(hidden_size), np.dtype(dtype)
+
+
+def _randn(rows, cols, scale, dtype):
+    return (np.random.randn(rows, cols) / scale).astype(dtype)
+
+
+def _collect(obj, *layers):
+    obj.params, obj.grads = [], []
+    for layer in layers:
+        obj.params += layer.params
+        obj.grads += layer.grads
+
+
+class Encoder:
+    """Embedding + LSTM; forward returns the last hidden state (N,H)."""
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, dtype=np.float32):
+        V, D, H, dtype = _sizes(vocab_size, wordvec_size, hidden_size, dtype)
+        embed_W = _randn(V, D, 100, dtype)
+        lstm_Wx = _randn(D, 4 * H, np.sqrt(D), dtype)
+        lstm_Wh = _randn(H, 4 * H, np.sqrt(H), dtype)
+        lstm_b = np.zeros(4 * H, dtype)
+        self.embed = TimeEmbedding(embed_W)
+        self.lstm = TimeLSTM(lstm_Wx, lstm_Wh, lstm_b, stateful=False)
+        _collect(self, self.embed, self.lstm)
+        self.hs = None
+
+    def forward(self, xs):
+        """xs (N,T) ids -> h (N,H), the last step's hidden state."""
+        hs = self.lstm.forward(self.embed.forward(xs))
+        self.hs = hs
+        return hs[:, -1, :]
+
+    def backward(self, dh):
+        """dh (N,H), fed into the last step only -> d embedded xs (N,T,D)."""
+        hs = checks.forward_done(self, self.hs)
+        dhs = np.zeros_like(hs)
+        dhs[:, -1, :] = checks.floats("dh", dh, hs.dtype, (hs.shape[0], hs.shape[2]))
+        dout = self.lstm.backward(dhs)
+        self.embed.backward(dout)
+        return dout
+
+
+class Decoder:
+    """Embedding + stateful LSTM started from the encoder's h + affine; returns scores."""
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, dtype=np.float32):
+        V, D, H, dtype = _sizes(vocab_size, wordvec_size, hidden_size, dtype)
+        embed_W = _randn(V, D, 100, dtype)
+        lstm_Wx = _randn(D, 4 * H, np.sqrt(D), dtype)
+        lstm_Wh = _randn(H, 4 * H, np.sqrt(H), dtype)
+        lstm_b = np.zeros(4 * H, dtype)
+        affine_W = _randn(H, V, np.sqrt(H), dtype)
+        affine_b = np.zeros(V, dtype)
+        self.embed = TimeEmbedding(embed_W)
+        self.lstm = TimeLSTM(lstm_Wx, lstm_Wh, lstm_b, stateful=True)
+        self.affine = TimeAffine(affine_W, affine_b)
+        _collect(self, self.embed, self.lstm, self.affine)
+
+    def forward(self, xs, h):
+        """xs (N,T) ids, h (N,H) -> scores (N,T,V)."""
+        self.lstm.set_state(h)
+        return self.affine.forward(self.lstm.forward(self.embed.forward(xs)))
+
+    def backward(self, dscore):
+        """dscore (N,T,V) -> dh (N,H)."""
+        dout = self.lstm.backward(self.affine.backward(dscore))
+        self.embed.backward(dout)
+        return self.lstm.dh
+
+    def generate(self, h, start_id, sample_size):
+        """Greedy ids after start_id, starting from state h (N,H)."""
+        W_embed, = self.embed.params
+        Wx, Wh, b = self.lstm.params
+        W, b_out = self.affine.params
+        return _generate(self, h, start_id, sample_size, E=W_embed @ Wx, Wh=Wh,
+                         lstm_bias=b.reshape(1, -1), W_out=W, out_bias=b_out.reshape(1, -1))
+
+
+class PeekyDecoder:
+    """Decoder that feeds the encoder's h to every step: the LSTM sees concat([h, embed]) and
+    the affine concat([h, lstm out]) (h first). h's share of both is computed once per batch,
+    not once per step (``TimeLSTM`` / ``TimeAffine`` ``const``)."""
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, dtype=np.float32):
+        V, D, H, dtype = _sizes(vocab_size, wordvec_size, hidden_size, dtype)
+        embed_W = _randn(V, D, 100, dtype)
+        lstm_Wx = _randn(H + D, 4 * H, np.sqrt(H + D), dtype)
+        lstm_Wh = _randn(H, 4 * H, np.sqrt(H), dtype)
+        lstm_b = np.zeros(4 * H, dtype)
+        affine_W = _randn(H + H, V, np.sqrt(H + H), dtype)
+        affine_b = np.zeros(V, dtype)
+        self.embed = TimeEmbedding(embed_W)
+        self.lstm = TimeLSTM(lstm_Wx, lstm_Wh, lstm_b, stateful=True)
+        self.affine = TimeAffine(affine_W, affine_b)
+        _collect(self, self.embed, self.lstm, self.affine)
+
+    def forward(self, xs, h):
+        """xs (N,T) ids, h (N,H) -> scores (N,T,V)."""
+        self.lstm.set_state(h)
+        out = self.lstm.forward(self.embed.forward(xs), const=h)
+        return self.affine.forward(out, const=h)
+
+    def backward(self, dscore):
+        """dscore (N,T,V) -> dh (N,H): the LSTM's dh plus h's gradient through every step of
+        both concatenations."""
+        dout = self.affine.backward(dscore)
+        dembed = self.lstm.backward(dout)
+        self.embed.backward(dembed)
+        return self.lstm.dh + self.lstm.dconst + self.affine.dconst
+
+    def generate(self, h, start_id, sample_size):
+        """Greedy ids after start_id, with h (N,H) as initial state and peeked at every step."""
+        W_embed, = self.embed.params
+        Wx, Wh, b = self.lstm.params
+        W, b_out = self.affine.params
+        H = Wh.shape[0]
+        h = checks.floats("h", h, Wh.dtype, (None, H))
+        return _generate(self, h, start_id, sample_size, E=W_embed @ Wx[H:], Wh=Wh,
+                         lstm_bias=h @ Wx[:H] + b, W_out=W[H:], out_bias=h @ W[:H] + b_out)
+
+
+class AttentionEncoder(Encoder):
+    """Encoder whose forward returns every step's hidden state (N,T,H)."""
+
+    def forward(self, xs):
+        """xs (N,T) ids -> hs (N,T,H)."""
+        self.hs = self.lstm.forward(self.embed.forward(xs))
+        return self.hs
+
+    def backward(self, dhs):
+        """dhs (N,T,H) -> d embedded xs (N,T,D)."""
+        dout = self.lstm.backward(dhs)
+        self.embed.backward(dout)
+        return dout
+
+
+class AttentionDecoder:
+    """Decoder with attention over all encoder states: state from enc_hs[:, -1]; the affine
+    sees concat([context, lstm out]) (context first, never materialised)."""
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, dtype=np.float32):
+        V, D, H, dtype = _sizes(vocab_size, wordvec_size, hidden_size, dtype)
+        embed_W = _randn(V, D, 100, dtype)
+        lstm_Wx = _randn(D, 4 * H, np.sqrt(D), dtype)
+        lstm_Wh = _randn(H, 4 * H, np.sqrt(H), dtype)
+        lstm_b = np.zeros(4 * H, dtype)
+        affine_W = _randn(2 * H, V, np.sqrt(2 * H), dtype)
+        affine_b = np.zeros(V, dtype)
+        self.embed = TimeEmbedding(embed_W)
+        self.lstm = TimeLSTM(lstm_Wx, lstm_Wh, lstm_b, stateful=True)
+        self.attention = TimeAttention()
+        self.affine = TimeAffine(affine_W, affine_b)
+        _collect(self, self.embed, self.lstm, self.attention, self.affine)
+
+    @property
+    def attention_weights(self):
+        """Attention weights of the last forward or generate: one (N,Ts) array per step."""
+        return self.attention.attention_weights
+
+    def forward(self, xs, enc_hs):
+        """xs (N,Td) ids, enc_hs (N,Ts,H) -> scores (N,Td,V)."""
+        H = self.lstm.params[1].shape[0]
+        enc_hs = checks.floats("enc_hs", enc_hs, self.lstm.dtype, (None, None, H))
+        self.lstm.set_state(enc_hs[:, -1])
+        dec_hs = self.lstm.forward(self.embed.forward(xs))
+        contexts = self.attention.forward(enc_hs, dec_hs)
+        return self.affine.forward((contexts, dec_hs))
+
+    def backward(self, dscore):
+        """dscore (N,Td,V) -> d enc_hs (N,Ts,H), the LSTM's dh added to the last step."""
+        dcontexts, ddec_hs = self.affine.backward(dscore)
+        denc_hs, ddec_hs_attention = self.attention.backward(dcontexts)
+        dout = self.lstm.backward(ddec_hs + ddec_hs_attention)
+        self.embed.backward(dout)
+        denc_hs[:, -1] += self.lstm.dh
+        return denc_hs
+
+    def generate(self, enc_hs, start_id, sample_size):
+        """Greedy ids after start_id, attending over enc_hs (N,Ts,H)."""
+        W_embed, = self.embed.params
+        Wx, Wh, b = self.lstm.params
+        W, b_out = self.affine.params
+        H = Wh.shape[0]
+        enc_hs = checks.floats("enc_hs", enc_hs, Wh.dtype, (None, None, H))
+        return _generate(self, enc_hs[:, -1], start_id, sample_size, E=W_embed @ Wx, Wh=Wh,
+                         lstm_bias=b.reshape(1, -1), W_out=W[H:], out_bias=b_out.reshape(1, -1),
+                         enc_hs=enc_hs, W_ctx=W[:H])
+
+
+def _generate(decoder, h, start_id, sample_size, E, Wh, lstm_bias, W_out, out_bias,
+              enc_hs=None, W_ctx=None):
+    """Check the arguments, run the compiled greedy loop, return the book's result type."""
+    V, H = W_out.shape[1], Wh.shape[0]
+    for layer in (decoder.embed, decoder.lstm, decoder.affine):
+        layer._checked_params()  # params still the arrays the kernels may index
+    h = checks.floats("h", h, Wh.dtype, (None, H))
+    N = h.shape[0]
+    if isinstance(start_id, bool) or not isinstance(start_id, (int, np.integer)) \
+            or not 0 <= start_id < V:
+        raise ValueError(f"start_id must be an integer id in [0, {V}), got {start_id!r}")
+    if isinstance(sample_size, bool) or not isinstance(sample_size, (int, np.integer)) \
+            or sample_size < 0:
+        raise ValueError(f"sample_size must be a non-negative integer, got {sample_size!r}")
+    if enc_hs is None:
+        enc_hs, W_ctx = np.zeros((N, 0, H), Wh.dtype), np.zeros((H, V), Wh.dtype)
+    ids = np.empty((N, sample_size), np.int64)
+    weights = np.empty((N, sample_size, enc_hs.shape[1]), Wh.dtype)
+    greedy_decode(ids, weights, int(start_id), h, np.ascontiguousarray(E), Wh,
+                  np.ascontiguousarray(lstm_bias), W_out, np.ascontiguousarray(out_bias),
+                  (np.ascontiguousarray(enc_hs), np.ascontiguousarray(W_ctx)), get_num_threads())
+    if enc_hs.shape[1]:
+        decoder.attention.attention_weights = [weights[:, s] for s in range(sample_size)]
+    return [int(i) for i in ids[0]] if N == 1 else ids
+
+
+class BaseModel:
+    """save_params / load_params in the book's format: a pickle of the params list as float16."""
+
+    def save_params(self, file_name=None):
+        """Write the params (as float16) to file_name, default '<ClassName>.pkl', atomically."""
+        file_name = file_name or type(self).__name__ + ".pkl"
+        arrays = [p.astype(np.float16) for p in self.params]
+        with atomic_write(file_name, "wb") as f:
+            pickle.dump(arrays, f)
+
+    def load_params(self, file_name=None):
+        """Read a params file (the book's or fastseq's) into the params, in place, cast to the
+        model's dtype. The model is left unchanged if the file does not fit it."""
+        file_name = file_name or type(self).__name__ + ".pkl"
+        arrays = load_arrays(file_name)
+        if len(arrays) != len(self.params):
+            raise ValueError(f"{file_name!r} holds {len(arrays)} arrays but {type(self).__name__} "
+                             f"has {len(self.params)} params; was it saved from another model "
+                             "or with other sizes?")
+        for i, (p, a) in enumerate(zip(self.params, arrays)):
+            if not isinstance(a, np.ndarray) or a.shape != p.shape:
+                got = a.shape if isinstance(a, np.ndarray) else type(a).__name__
+                raise ValueError(f"{file_name!r}: array {i} has shape {got}, but params[{i}] is "
+                                 f"{p.shape}; was it saved with other sizes?")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{file_name!r}: array {i} holds NaN or inf")
+        for p, a in zip(self.params, arrays):
+            p[...] = a
+
+
+class Seq2seq(BaseModel):
+    """Encoder + Decoder + softmax cross-entropy."""
+
+    encoder_class = Encoder
+    decoder_class = Decoder
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, dtype=np.float32):
+        args = (vocab_size, wordvec_size, hidden_size, dtype)
+        self.encoder = self.encoder_class(*args)
+        self.decoder = self.decoder_class(*args)
+        self.softmax = TimeSoftmaxWithLoss()
+        _collect(self, self.encoder, self.decoder)
+
+    def forward(self, xs, ts):
+        """xs (N,Ts) question ids, ts (N,Td+1) answer ids starting with the start symbol ->
+        mean loss of predicting ts[:, 1:] from ts[:, :-1]."""
+        V = self.decoder.embed.params[0].shape[0]
+        xs = checks.token_ids("xs", xs, V)
+        ts = checks.token_ids("ts", ts, V, (xs.shape[0], None))
+        if ts.shape[1] < 2:
+            raise ValueError(f"ts must have at least 2 columns (the start symbol and one "
+                             f"target), got shape {ts.shape}")
+        h = self.encoder.forward(xs)
+        score = self.decoder.forward(ts[:, :-1], h)
+        return self.softmax.forward(score, ts[:, 1:])
+
+    def backward(self, dout=1):
+        dh = self.decoder.backward(self.softmax.backward(dout))
+        self.encoder.backward(dh)
+
+    def generate(self, xs, start_id, sample_size):
+        """xs (N,Ts) question ids -> greedy answer ids (a list for N=1, else (N, sample_size))."""
+        return self.decoder.generate(self.encoder.forward(xs), start_id, sample_size)
+
+
+class PeekySeq2seq(Seq2seq):
+    """Seq2seq whose decoder peeks at the encoder's state at every step."""
+
+    decoder_class = PeekyDecoder
+
+
+class AttentionSeq2seq(Seq2seq):
+    """Seq2seq with attention over all encoder states."""
+
+    encoder_class = AttentionEncoder
+    decoder_class = AttentionDecoder

@@ -203,18 +203,24 @@ def generate_addition(n: int = 50000, seed: int = 0) -> list[str]:
     """``n`` distinct lines like ``'16+75  _91  '`` (no newline), deterministic in ``seed``.
 
     Each operand independently has 1, 2 or 3 digits with equal probability and is uniform among
-    numbers with that many digits (0-9, 10-99, 100-999), as in the book's file; ordered pairs
-    ``(a, b)`` never repeat, so at most 1,000,000 lines.
+    numbers with that many digits (0-9, 10-99, 100-999), as in the book's file. As there, a pair
+    of operands appears at most once in either order (``16+75`` excludes ``75+16``), so at most
+    500,500 lines.
     """
-    n, seed = _check_n_seed("generate_addition", n, seed, 1000 * 1000)
+    n, seed = _check_n_seed("generate_addition", n, seed, 1000 * 1001 // 2)
     rng = np.random.default_rng(seed)
     digits = np.array([len(str(v)) for v in range(1000)])
     w = 1.0 / np.array([0, 10, 90, 900])[digits]  # P(a) up to the common factor 1/3
-    keys = _weighted_sample_without_replacement(rng, np.outer(w, w).ravel(), n)
+    a, b = np.triu_indices(1000)  # unordered pairs a <= b; a != b can come in either order
+    pair_w = w[a] * w[b] * np.where(a == b, 1.0, 2.0)
+    picked = _weighted_sample_without_replacement(rng, pair_w, n)
+    swap = rng.random(n) < 0.5
+    first = np.where(swap, b[picked], a[picked])
+    second = np.where(swap, a[picked], b[picked])
     lines = []
-    for a, b in zip((keys // 1000).tolist(), (keys % 1000).tolist()):
-        q = f"{a}+{b}".ljust(ADDITION_QUESTION_WIDTH)
-        lines.append(q + f"_{a + b}".ljust(ADDITION_ANSWER_WIDTH))
+    for x, y in zip(first.tolist(), second.tolist()):
+        q = f"{x}+{y}".ljust(ADDITION_QUESTION_WIDTH)
+        lines.append(q + f"_{x + y}".ljust(ADDITION_ANSWER_WIDTH))
     return lines
 
 

@@ -113,6 +113,12 @@ def kernel(func):
     return numba.njit(**JIT_OPTIONS)(func)
 
 
+def exact_kernel(func):
+    """Like ``kernel`` but with IEEE arithmetic exactly as written (no FMA contraction or
+    reassociation), for updates that must reproduce NumPy's numbers bit for bit."""
+    return numba.njit(**dict(JIT_OPTIONS, fastmath=False))(func)
+
+
 def parallel_kernel(func):
     """Like ``kernel``, for kernels that split their work over ``prange`` chunks."""
     return numba.njit(parallel=True, **JIT_OPTIONS)(func)

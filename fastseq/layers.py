@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _checks as checks
 from ._workspace import Workspace
-from .threads import get_num_threads
+from .threads import chunks
 from .kernels.affine import (affine_backward, affine_forward, constant_input_backward,
                              constant_input_forward)
 from .kernels.attention import attention_backward, attention_forward
@@ -116,7 +116,7 @@ class TimeLSTM(_Layer):
                  work.get("tanh_cs", (N, T, H), self.dtype),
                  work.get("h_prevs", (N, T, H), self.dtype))
         hs = np.empty((N, T, H), self.dtype)
-        lstm_forward(hs, saved, xs, Wx[Dc:], Wh, bias, h0, c0, zero_state, get_num_threads())
+        lstm_forward(hs, saved, xs, Wx[Dc:], Wh, bias, h0, c0, zero_state, chunks())
         self.h = hs[:, -1].copy()
         self.c = saved[1][:, -1].copy()
         self._cache = (xs, const, saved)
@@ -137,7 +137,7 @@ class TimeLSTM(_Layer):
         dxs = np.empty((N, T, D), self.dtype)
         dWx, dWh, db = self.grads
         lstm_backward(dxs, (dWx[Dc:], dWh, db), dh0, work, dhs, xs, Wx[Dc:], Wh, saved,
-                      get_num_threads())
+                      chunks())
         self.dh = dh0
         self.dconst = _constant_input_backward(self, const, dWx, Wx, dA)
         return dxs
@@ -168,7 +168,7 @@ class TimeAffine(_Layer):
         parts = _time_parts(x, self.dtype, None if const is None else const.shape[0], D - Dc)
         N, T, _ = parts[0].shape
         out = np.empty((N, T, M), self.dtype)
-        affine_forward(out, parts, W[Dc:], bias, get_num_threads())
+        affine_forward(out, parts, W[Dc:], bias, chunks())
         self._cache = (x, parts, const)
         return out
 
@@ -182,7 +182,7 @@ class TimeAffine(_Layer):
         dout = checks.floats("dout", dout, self.dtype, (N, T, M))
         dparts = tuple(np.empty_like(p) for p in parts)
         dW, db = self.grads
-        affine_backward(dparts, dW[Dc:], db, dout, parts, W[Dc:], get_num_threads())
+        affine_backward(dparts, dW[Dc:], db, dout, parts, W[Dc:], chunks())
         self.dconst = _constant_input_backward(self, const, dW, W, dout)
         return dparts if isinstance(x, tuple) else dparts[0]
 
@@ -247,7 +247,7 @@ class TimeSoftmaxWithLoss:
         labels = checks.token_ids("ts", ts, V, (N, T), self.ignore_label)
         probs = np.empty((N * T, V), xs.dtype)
         loss, kept, bad = softmax_cross_entropy_forward(
-            probs, xs.reshape(N * T, V), labels.reshape(N * T), self.ignore_label, get_num_threads())
+            probs, xs.reshape(N * T, V), labels.reshape(N * T), self.ignore_label, chunks())
         if bad:
             raise ValueError(f"xs (scores) holds NaN or inf in {bad} of {N * T} rows; "
                              "the model diverged or its input is corrupt (try a lower learning "
@@ -264,7 +264,7 @@ class TimeSoftmaxWithLoss:
         dxs = np.empty(shape, probs.dtype)
         scale = probs.dtype.type(dout / kept)
         softmax_cross_entropy_backward(dxs.reshape(probs.shape), probs, labels,
-                                       self.ignore_label, scale, get_num_threads())
+                                       self.ignore_label, scale, chunks())
         return dxs
 
 
@@ -288,7 +288,7 @@ class TimeAttention:
         Td = hs_dec.shape[1]
         contexts = np.empty((N, Td, H), hs_enc.dtype)
         weights = np.empty((N, Td, Ts), hs_enc.dtype)
-        attention_forward(contexts, weights, hs_enc, hs_dec, get_num_threads())
+        attention_forward(contexts, weights, hs_enc, hs_dec, chunks())
         self.attention_weights = [weights[:, t] for t in range(Td)]
         self._cache = (hs_enc, hs_dec, weights)
         return contexts
@@ -300,7 +300,7 @@ class TimeAttention:
         dout = checks.floats("dout", dout, hs_enc.dtype, hs_dec.shape)
         dhs_enc = np.empty_like(hs_enc)
         dhs_dec = np.empty_like(hs_dec)
-        n_chunks = get_num_threads()
+        n_chunks = chunks()
         dscores = self._work.get("dscores", (n_chunks, Td, Ts), hs_enc.dtype)
         attention_backward(dhs_enc, dhs_dec, dscores, dout, weights, hs_enc, hs_dec, n_chunks)
         return dhs_enc, dhs_dec

@@ -21,7 +21,7 @@ from . import _checks as checks
 from ._files import atomic_write, load_arrays
 from .kernels.decode import greedy_decode
 from .layers import TimeAffine, TimeAttention, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss
-from .threads import get_num_threads
+from .threads import chunks
 
 
 def _sizes(vocab_size, wordvec_size, hidden_size, dtype):
@@ -242,7 +242,7 @@ def _generate(decoder, h, start_id, sample_size, E, Wh, lstm_bias, W_out, out_bi
     weights = np.empty((N, sample_size, enc_hs.shape[1]), Wh.dtype)
     greedy_decode(ids, weights, int(start_id), h, np.ascontiguousarray(E), Wh,
                   np.ascontiguousarray(lstm_bias), W_out, np.ascontiguousarray(out_bias),
-                  (np.ascontiguousarray(enc_hs), np.ascontiguousarray(W_ctx)), get_num_threads())
+                  (np.ascontiguousarray(enc_hs), np.ascontiguousarray(W_ctx)), chunks())
     if enc_hs.shape[1]:
         decoder.attention.attention_weights = [weights[:, s] for s in range(sample_size)]
     return [int(i) for i in ids[0]] if N == 1 else ids

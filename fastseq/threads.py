@@ -14,6 +14,8 @@ import os
 import numba
 import numpy as np
 
+from .kernels.blas import pin_single_thread
+
 
 def _checked(n, source):
     limit = numba.config.NUMBA_NUM_THREADS
@@ -37,4 +39,11 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The number of threads the kernels use."""
+    return _num_threads
+
+
+def chunks():
+    """The number of chunks to give the next kernel call (one per thread); also keeps the
+    BLAS that kernels call on one thread."""
+    pin_single_thread()
     return _num_threads

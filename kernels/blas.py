@@ -26,6 +26,13 @@ _openblas = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(),
 _openblas.scipy_openblas_set_num_threads(1)
 
 
+def pin_single_thread():
+    """Put fastseq's OpenBLAS back on one thread if something changed it (threadpoolctl's
+    process-wide limits find this library by name too)."""
+    if _openblas.scipy_openblas_get_num_threads() != 1:
+        _openblas.scipy_openblas_set_num_threads(1)
+
+
 def _bind(prefix, scalar):
     symbol = f"fastseq_cblas_{prefix}gemm"
     address = ctypes.cast(getattr(_openblas, f"scipy_cblas_{prefix}gemm"), ctypes.c_void_p).value

@@ -13,9 +13,12 @@ Where the cache lives: ``$NUMBA_CACHE_DIR/fastseq`` when that variable is set, e
 warning. With no writable folder at all, kernels compile in memory, again with one warning.
 """
 
+import functools
 import hashlib
+import importlib
 import os
 import tempfile
+import threading
 import warnings
 
 import numba
@@ -119,9 +122,40 @@ def exact_kernel(func):
     return numba.njit(**dict(JIT_OPTIONS, fastmath=False))(func)
 
 
+def _threadsafe_layer_available():
+    """Whether Numba will run parallel kernels on a layer that allows launches from several
+    threads at once (tbb, omp); its fallback, workqueue, aborts the process instead."""
+    layer = numba.config.THREADING_LAYER
+    if layer == "workqueue":
+        return False
+    if layer in ("tbb", "omp", "threadsafe", "safe"):
+        return True  # numba itself refuses to run when the requested layer is missing
+    for module in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
+        try:
+            importlib.import_module(module)
+            return True
+        except ImportError:
+            pass
+    return False
+
+
+_launch_lock = None if _threadsafe_layer_available() else threading.Lock()
+
+
 def parallel_kernel(func):
-    """Like ``kernel``, for kernels that split their work over ``prange`` chunks."""
-    return numba.njit(parallel=True, **JIT_OPTIONS)(func)
+    """Like ``kernel``, for kernels that split their work over ``prange`` chunks. Without a
+    thread-safe Numba threading layer, launches from several threads are serialised."""
+    dispatcher = numba.njit(parallel=True, **JIT_OPTIONS)(func)
+    if _launch_lock is None:
+        return dispatcher
+
+    @functools.wraps(func)
+    def serialised(*args):
+        with _launch_lock:
+            return dispatcher(*args)
+
+    serialised.dispatcher = dispatcher
+    return serialised
 
 
 def helper(func):

@@ -1,0 +1,101 @@
+"""Shared fixtures and helpers for the tests of fastseq's fast layers.
+
+Shapes: N batch, T time steps, D input width, H hidden width, V vocabulary.
+
+Tolerances are named once here. The fast layers are compared with their plain NumPy twin in
+``fastseq.reference``: at float64 both use libm and differ only by summation order (BLAS
+blocking, fastmath reassociation), at float32 the kernels also use polynomial exp/tanh
+(relative error ~1.5e-7) that compounds over the time steps.
+"""
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import fastseq
+
+# fast layer vs reference twin
+RTOL64 = 1e-10
+ATOL64 = 1e-12  # for entries that cancel to ~0 (values are O(1))
+RTOL32 = 1e-4
+ATOL32 = 1e-5
+# the same fast layer run with 1 and with 2 threads: only float rounding may differ
+THREADS_RTOL64 = 1e-13
+THREADS_ATOL64 = 1e-14
+THREADS_RTOL32 = 1e-6
+THREADS_ATOL32 = 1e-6
+# central differences at float64: truncation ~FD_EPS**2, round-off ~1e-16 / FD_EPS
+FD_EPS = 1e-6
+FD_RTOL = 1e-6
+FD_ATOL = 1e-8
+
+DTYPES = [np.float32, np.float64]
+THREAD_COUNTS = [1, 2]
+
+
+def tolerances(dtype):
+    """(rtol, atol) for comparing a fast layer with its reference twin at ``dtype``."""
+    return (RTOL64, ATOL64) if np.dtype(dtype) == np.float64 else (RTOL32, ATOL32)
+
+
+def thread_tolerances(dtype):
+    """(rtol, atol) for comparing a fast layer run with 1 thread against 2 threads."""
+    if np.dtype(dtype) == np.float64:
+        return THREADS_RTOL64, THREADS_ATOL64
+    return THREADS_RTOL32, THREADS_ATOL32
+
+
+def assert_close(got, want, dtype, err_msg=""):
+    """got vs want with the named tolerances of ``dtype``; got must also have that dtype."""
+    got = np.asarray(got)
+    rtol, atol = tolerances(dtype)
+    assert got.dtype == np.dtype(dtype), f"{err_msg}: dtype {got.dtype}, expected {np.dtype(dtype)}"
+    assert_allclose(got, np.asarray(want), rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def assert_threads_agree(got1, got2, dtype, err_msg=""):
+    rtol, atol = thread_tolerances(dtype)
+    assert_allclose(np.asarray(got1), np.asarray(got2), rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def finite_difference(loss_fn, x, eps=FD_EPS):
+    """Central-difference gradient of the scalar ``loss_fn()`` w.r.t. the float64 array ``x``,
+    which is perturbed in place (and restored exactly) one entry at a time."""
+    assert x.dtype == np.float64, "finite differences only at float64"
+    grad = np.zeros(x.shape, np.float64)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        saved = x[i]
+        x[i] = saved + eps
+        up = loss_fn()
+        x[i] = saved - eps
+        down = loss_fn()
+        x[i] = saved
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240607)
+
+
+@pytest.fixture(params=THREAD_COUNTS, ids=lambda n: f"threads{n}")
+def threads(request):
+    """Runs the test with fastseq using 1 and then 2 threads; restores the previous count."""
+    previous = fastseq.get_num_threads()
+    try:
+        fastseq.set_num_threads(request.param)
+        yield request.param
+    finally:
+        fastseq.set_num_threads(previous)
+
+
+@pytest.fixture
+def thread_count():
+    """Sets the thread count inside a test: ``with``-free helper, restored afterwards."""
+    previous = fastseq.get_num_threads()
+    try:
+        yield fastseq.set_num_threads
+    finally:
+        fastseq.set_num_threads(previous)

@@ -1,0 +1,168 @@
+"""The kernels' activation helpers and the on-disk kernel cache.
+
+``fastseq.kernels.activations`` exp / sigmoid / tanh are callable only from compiled code, so
+each test compiles a tiny wrapper that maps one of them over an array, with the kernels' own
+fastmath flags. float32: polynomial approximations, checked against float64 NumPy at the same
+float32 inputs wherever the true value is a normal float32. float64: libm, equal to NumPy to
+rounding.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from fastseq.kernels import activations, jit
+
+F32_MAX_REL_ERR = 1e-6  # a few float32 ulps (the module doc claims 1.2e-7 .. 1.5e-7)
+F64_RTOL = 1e-15
+
+EDGES = [0.0, 1e-30, -1e-30, 1e-4, -1e-4, 0.625, -0.625, 88.0, -88.0, 100.0, -100.0, 1e30, -1e30]
+
+
+def _mapper(fn):
+    def apply(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fn(x[i])
+
+    return numba.njit(fastmath=jit.FASTMATH)(apply)
+
+
+MAPPERS = {name: _mapper(getattr(activations, name)) for name in ("exp", "sigmoid", "tanh")}
+
+
+def _true(name, x):
+    """The float64 value at the float64 points x (no overflow warnings from exp)."""
+    with np.errstate(over="ignore"):
+        if name == "exp":
+            return np.exp(x)
+        if name == "sigmoid":
+            return 1 / (1 + np.exp(-x))
+        return np.tanh(x)
+
+
+def _apply(name, x):
+    out = np.empty_like(x)
+    MAPPERS[name](x, out)
+    return out
+
+
+def _grid(lo, hi, n=400_001):
+    return np.concatenate([np.linspace(lo, hi, n), EDGES]).astype(np.float32)
+
+
+def _assert_float32_accuracy(name, x):
+    got = _apply(name, x)
+    assert got.dtype == np.float32
+    want = _true(name, x.astype(np.float64))
+    tiny, big = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+    normal = (np.abs(want) >= tiny) & (np.abs(want) <= big)
+    rel = np.abs(got[normal].astype(np.float64) - want[normal]) / np.abs(want[normal])
+    worst = int(np.argmax(rel))
+    assert rel[worst] <= F32_MAX_REL_ERR, (
+        f"{name}({x[normal][worst]!r}) = {got[normal][worst]!r}, want {want[normal][worst]!r} "
+        f"(relative error {rel[worst]:.3g})")
+    # below the normal range only the absolute error counts (exp clamps its argument, so
+    # exp(-1e30) may be the smallest normal float32 rather than 0)
+    below = np.abs(want) < tiny
+    assert (np.abs(got[below].astype(np.float64) - want[below]) <= 2 * tiny).all(), name
+
+
+@pytest.mark.parametrize("name", ["exp", "sigmoid", "tanh"])
+def test_float32_accuracy_on_dense_grid(name):
+    _assert_float32_accuracy(name, _grid(-20, 20))
+
+
+@pytest.mark.parametrize("name,lo,hi", [
+    ("exp", -87.33, 88.72),  # every argument whose exp is a normal float32
+    ("sigmoid", -87.0, 100.0),
+    ("tanh", -100.0, 100.0),
+])
+def test_float32_accuracy_over_the_whole_range(name, lo, hi):
+    _assert_float32_accuracy(name, _grid(lo, hi))
+
+
+def test_float32_exp_just_below_the_overflow_threshold():
+    """exp(88.5) = 2.7e38 and exp(88.7) = 3.3e38 are finite float32 numbers."""
+    x = np.array([88.3, 88.4, 88.5, 88.6, 88.7, 88.72], np.float32)
+    got = _apply("exp", x)
+    want = np.exp(x.astype(np.float64))
+    assert np.isfinite(got).all(), dict(zip(x.tolist(), got.tolist()))
+    assert_allclose(got, want, rtol=F32_MAX_REL_ERR)
+
+
+def test_float32_saturation():
+    x = np.array([100, -100, 1e30, -1e30, 88, 50, 20], np.float32)
+    s = _apply("sigmoid", x)
+    t = _apply("tanh", x)
+    assert s[0] == 1 and s[1] == 0 and s[2] == 1 and s[3] == 0
+    assert t[0] == 1 and t[1] == -1 and t[2] == 1 and t[3] == -1
+    assert t[4] == 1 and t[5] == 1 and t[6] == 1  # tanh(20) rounds to 1 in float32
+    assert (s >= 0).all() and (s <= 1).all() and (np.abs(t) <= 1).all()
+    assert np.isfinite(s).all() and np.isfinite(t).all()
+
+
+def test_float32_small_arguments_keep_relative_accuracy():
+    x = np.array([1e-30, -1e-30, 1e-20, -1e-20, 1e-10, 1e-4, -1e-4, 0.0], np.float32)
+    t = _apply("tanh", x)
+    assert_array_equal(t[:4], x[:4])  # tanh x = x to float32 precision
+    assert t[-1] == 0
+    assert_allclose(t, np.tanh(x.astype(np.float64)), rtol=F32_MAX_REL_ERR)
+    assert_allclose(_apply("sigmoid", x), 0.5 + x.astype(np.float64) / 4, rtol=F32_MAX_REL_ERR)
+    assert_allclose(_apply("exp", x), 1 + x.astype(np.float64), rtol=F32_MAX_REL_ERR)
+
+
+@pytest.mark.parametrize("name", ["exp", "sigmoid", "tanh"])
+def test_float64_matches_numpy(name):
+    x = np.concatenate([np.linspace(-20, 20, 100_001), EDGES, [700.0, -700.0, 710.0, -745.0]])
+    got = _apply(name, x)
+    assert got.dtype == np.float64
+    assert_allclose(got, _true(name, x), rtol=F64_RTOL, atol=0)
+
+
+def test_activations_refuse_to_run_as_python():
+    for name in ("exp", "sigmoid", "tanh"):
+        with pytest.raises(TypeError, match="only be called from kernels"):
+            getattr(activations, name)(np.float32(1.0))
+
+
+# ------------------------------------------------------------------- on-disk cache
+
+_LSTM_RUN = textwrap.dedent("""
+    import numpy as np
+    import fastseq
+    import fastseq.kernels.lstm as lstm
+    rng = np.random.default_rng(0)
+    D, H = 3, 2
+    layer = fastseq.TimeLSTM(rng.standard_normal((D, 4 * H)).astype("f"),
+                             rng.standard_normal((H, 4 * H)).astype("f"),
+                             np.zeros(4 * H, "f"))
+    hs = layer.forward(rng.standard_normal((2, 3, D)).astype("f"))
+    stats = getattr(lstm.lstm_forward, "dispatcher", lstm.lstm_forward).stats
+    print(len(stats.cache_hits), len(stats.cache_misses), repr(hs.sum()))
+""")
+
+
+def _run_lstm(env):
+    result = subprocess.run([sys.executable, "-c", _LSTM_RUN], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    hits, misses, total = result.stdout.split()
+    return int(hits), int(misses), total
+
+
+def test_second_process_loads_the_lstm_kernel_from_the_disk_cache(tmp_path):
+    """A parallel kernel (TimeLSTM's forward): compiled and written by the first process,
+    loaded without compiling by the second, with the same result."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    hits, misses, first = _run_lstm(env)
+    assert (hits, misses) == (0, 1)
+    assert any(tmp_path.rglob("*.nbi")), "no cache index written"
+    hits, misses, second = _run_lstm(env)
+    assert (hits, misses) == (1, 0), "the second process compiled lstm_forward again"
+    assert second == first

@@ -25,7 +25,7 @@ permute rows with ``np.random.RandomState(seed).shuffle``; the last ``n // 10`` 
 split.
 
 Public API: ``generate_addition``, ``generate_dates``, ``format_date``, ``write_dataset``,
-``load_data``, ``load_task``, ``Vocabulary``.
+``load_data``, ``load_task``, ``check_task_lines``, ``Vocabulary``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import operator
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -56,6 +57,7 @@ __all__ = [
     "write_dataset",
     "load_data",
     "load_task",
+    "check_task_lines",
 ]
 
 ADDITION_QUESTION_WIDTH = 7  # "999+999"
@@ -90,6 +92,13 @@ _DATE_VARIANT_WEIGHTS = tuple(
 )
 
 _EXAMPLE = {"addition": "16+75  _91  ", "date": "september 27, 1994           _1994-09-27"}
+# What a line of each task looks like (widths are checked by the loader): an addition question
+# is 'a+b' in digits, its answer the digits of a number; a date question is any non-blank text
+# without '_', its answer an ISO date. Trailing spaces pad both parts.
+_LINE_PATTERNS = {
+    "addition": re.compile(r"[0-9]+\+[0-9]+ *_[0-9]+ *"),
+    "date": re.compile(r"[^_]*[^_ ][^_]*_[0-9]{4}-[0-9]{2}-[0-9]{2} *"),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,8 +338,12 @@ def _read_lines(path: str | os.PathLike) -> list[str]:
     return lines
 
 
-def _split_lines(lines: Sequence[str], source: str, seed: int | None, reverse: bool) -> Split:
-    """Questions/answers -> ids -> shuffled train/test split, exactly as the book's loader."""
+def _split_lines(
+    lines: Sequence[str], source: str, seed: int | None, reverse: bool,
+    vocab: Vocabulary | None = None,
+) -> Split:
+    """Questions/answers -> ids -> shuffled train/test split, exactly as the book's loader.
+    With ``vocab``, characters get its ids instead of ids in order of first appearance."""
     if not lines:
         raise ValueError(
             f"{source}: no lines; expected one example per line, like {_EXAMPLE['addition']!r} -- "
@@ -359,11 +372,25 @@ def _split_lines(lines: Sequence[str], source: str, seed: int | None, reverse: b
     # Question + answer is the line itself, so first appearance in the concatenated lines is the
     # book's order (question then answer, line by line).
     joined = "".join(lines)
-    vocab = Vocabulary(dict.fromkeys(joined))
+    if vocab is None:
+        vocab = Vocabulary(dict.fromkeys(joined))
+    elif not isinstance(vocab, Vocabulary):
+        raise TypeError(f"vocab must be a Vocabulary (e.g. Vocabulary.from_dict(saved)), got "
+                        f"{type(vocab).__name__}")
     codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     vocab_codes = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)
     order = np.argsort(vocab_codes)
-    ids = order[np.searchsorted(vocab_codes[order], codes)].astype(np.int64)
+    pos = np.minimum(np.searchsorted(vocab_codes[order], codes), len(order) - 1)
+    unknown = vocab_codes[order][pos] != codes
+    if unknown.any():
+        k = int(np.argmax(unknown))
+        row, col = divmod(k, q_len + a_len)
+        raise ValueError(
+            f"{source}, line {row + 1}: character {joined[k]!r} (column {col + 1}) is not in the "
+            f"vocabulary {''.join(vocab.chars)!r}; the data must use only the characters the "
+            "model was trained on"
+        )
+    ids = order[pos].astype(np.int64)
     ids = ids.reshape(len(lines), q_len + a_len)
     x, t = ids[:, :q_len], ids[:, q_len:]
 
@@ -377,16 +404,38 @@ def _split_lines(lines: Sequence[str], source: str, seed: int | None, reverse: b
     return (x[:split_at], t[:split_at]), (x[split_at:], t[split_at:]), vocab
 
 
-def load_data(path: str | os.PathLike, seed: int | None = 1984, reverse: bool = False) -> Split:
+def load_data(
+    path: str | os.PathLike,
+    seed: int | None = 1984,
+    reverse: bool = False,
+    vocab: Vocabulary | None = None,
+) -> Split:
     """Load a file in the book's format -> ``(x_train, t_train), (x_test, t_test), vocab``.
 
     Same ids and split as the book's ``sequence.load_data(file_name, seed)``. ``x`` is int64
     (lines, question length), ``t`` is int64 (lines, answer length, starting with the id of
     ``_``); the last ``lines // 10`` shuffled rows are the test split. ``seed=None`` keeps the
     file's order. ``reverse=True`` returns the questions reversed along time (the book's
-    ``x[:, ::-1]``), as a contiguous copy.
+    ``x[:, ::-1]``), as a contiguous copy. ``vocab`` (e.g. the one a model was trained with)
+    encodes the file with its ids instead of building a vocabulary from the file; a character
+    it lacks is a ValueError naming the line. The returned vocab is then ``vocab`` itself.
     """
-    return _split_lines(_read_lines(path), repr(os.fspath(path)), seed, reverse)
+    return _split_lines(_read_lines(path), repr(os.fspath(path)), seed, reverse, vocab)
+
+
+def check_task_lines(task: str, lines: Sequence[str], source: str = "data") -> None:
+    """ValueError naming the first line that is not an example of ``task`` (see the module
+    docstring for the two formats); the loader checks the widths."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    pattern = _LINE_PATTERNS[task]
+    for i, line in enumerate(lines, 1):
+        if not pattern.fullmatch(line):
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            raise ValueError(
+                f"{source}, line {i}: {shown!r} is not in the {task} format; expected lines like "
+                f"{_EXAMPLE[task]!r}"
+            )
 
 
 def load_task(

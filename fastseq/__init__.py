@@ -7,6 +7,7 @@ from .models import (AttentionDecoder, AttentionEncoder, AttentionSeq2seq, Decod
                      PeekyDecoder, PeekySeq2seq, Seq2seq)
 from .optim import SGD, Adam, clip_grads, remove_duplicate
 from .threads import get_num_threads, set_num_threads
+from .training import Trainer, TrainingDiverged, accuracy, eval_seq2seq
 
 __all__ = [
     "TimeAffine", "TimeAttention", "TimeEmbedding", "TimeLSTM", "TimeSoftmaxWithLoss",
@@ -14,5 +15,6 @@ __all__ = [
     "AttentionEncoder", "AttentionDecoder", "AttentionSeq2seq",
     "SGD", "Adam", "clip_grads", "remove_duplicate",
     "get_num_threads", "set_num_threads",
+    "Trainer", "TrainingDiverged", "eval_seq2seq", "accuracy",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,581 @@
+"""The ``fastseq`` command: ``train``, ``predict`` and ``eval``.
+
+    fastseq train [--task addition|date] [--model seq2seq|peeky|attention] [--out DIR] ...
+    fastseq predict --params DIR/PeekySeq2seq.pkl "16+75"
+    fastseq eval --params DIR/PeekySeq2seq.pkl --data addition.txt
+
+``train`` follows the book's recipes (ch. 7 ``train_seq2seq.py``, ch. 8 ``train.py``): seed the
+global RNG, build the model, then per epoch ``Trainer.fit(max_epoch=1)`` and greedy decoding of
+the test split. Its output folder holds, after every completed epoch: ``<ModelClass>.pkl`` (the
+best epoch's params in the book's pickle format) with ``vocab.json`` and ``settings.json``
+beside it (what ``predict`` and ``eval`` need to rebuild the model), ``history.json``,
+``history.png`` and, for attention models, ``attention.png``. Every file is replaced atomically
+and Ctrl-C is held back while an epoch's files are written, so an interrupted run leaves the
+last completed epoch's files whole.
+
+Exit codes: 0 success, 1 training diverged (or its files could not be written), 2 bad
+arguments or input files (one line on stderr, no traceback), 130 interrupted. ``main(argv)``
+returns the code instead of exiting, so tests and other tools can call it in-process.
+
+One function per subcommand: ``cmd_<name>(args)``, its options declared by
+``add_<name>_parser(subparsers)`` and registered in ``build_parser``.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from . import __version__, datasets, models
+from ._files import atomic_write
+from .optim import Adam
+from .training import Trainer, TrainingDiverged, accuracy, decode_examples, generate_batch
+
+MODELS = {"seq2seq": "Seq2seq", "peeky": "PeekySeq2seq", "attention": "AttentionSeq2seq"}
+MODEL_CLASSES = {name: getattr(models, name) for name in MODELS.values()}
+
+# The book's recipes: ch. 7 (addition; peeky + reversed input is its best variant) and ch. 8
+# (dates). Every value can be overridden on the command line.
+RECIPES = {
+    "addition": dict(model="peeky", reverse=True, epochs=25, batch_size=128, hidden=128,
+                     wordvec=16, lr=1e-3, max_grad=5.0),
+    "date": dict(model="attention", reverse=True, epochs=10, batch_size=128, hidden=256,
+                 wordvec=16, lr=1e-3, max_grad=5.0),
+}
+DATA_SIZE = 50000  # lines generated when no --data file is given (the book's files' size)
+SPLIT_SEED = 1984  # the book's load_data seed
+EVAL_INTERVAL = 20  # the book's Trainer default: loss_list gets one value per 20 iterations
+SHOWN_EXAMPLES = 3  # decoded test questions printed after each epoch
+ATTENTION_EXAMPLES = 3  # test questions in attention.png
+
+SETTINGS_FILE, VOCAB_FILE = "settings.json", "vocab.json"
+HISTORY_FILE, HISTORY_PLOT, ATTENTION_PLOT = "history.json", "history.png", "attention.png"
+
+
+class UsageError(Exception):
+    """A bad argument or input file: reported as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors raised as UsageError (one line, no usage dump, no sys.exit)."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+# ------------------------------------------------------------------------------------------
+# Argument types
+# ------------------------------------------------------------------------------------------
+
+
+def _int_at_least(lowest, what):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < lowest or value >= 2**32:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer")
+seed_int = _int_at_least(0, "an integer from 0 to 2**32 - 1")
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def max_grad_value(text):
+    """A positive number, or 'none' for no clipping."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or 'none' (no clipping), got {text!r}") from None
+
+
+# ------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _say(quiet, *args):
+    if not quiet:
+        print(*args, flush=True)
+
+
+def _marks(stream):
+    """(right, wrong) markers the stream can print."""
+    try:
+        "\u2713\u2717".encode(getattr(stream, "encoding", None) or "ascii")
+        return "\u2713", "\u2717"
+    except (UnicodeEncodeError, LookupError):
+        return "ok", "XX"
+
+
+@contextlib.contextmanager
+def _preserve_global_rng():
+    """The CLI seeds NumPy's global RNG (the book's models draw from it); restore it after, so
+    ``main()`` called in-process leaves the caller's RNG as it was."""
+    state = np.random.get_state()
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+@contextlib.contextmanager
+def _hold_interrupt():
+    """Hold Ctrl-C (SIGINT) back until the block ends, so a group of files is written in full;
+    then deliver it to the previous handler. Only possible in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
+def _write_json(path, obj):
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+def _read_task_file(task, path, limit):
+    """The lines of a --data file, checked against the task's format; at most ``limit``."""
+    try:
+        lines = datasets._read_lines(path)
+        datasets.check_task_lines(task, lines, repr(os.fspath(path)))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--data: {e}") from None
+    return lines[:limit] if limit else lines
+
+
+# ------------------------------------------------------------------------------------------
+# train
+# ------------------------------------------------------------------------------------------
+
+
+def add_train_parser(subparsers):
+    p = subparsers.add_parser(
+        "train", help="train a model on the addition or date task",
+        description="Train one of the book's seq2seq models, evaluating on the test split after "
+                    "every epoch. Unset options take the task's recipe from the book: addition = "
+                    "peeky, reversed, 25 epochs, batch 128, H=128, D=16, Adam 1e-3, clip 5.0; "
+                    "date = attention, reversed, 10 epochs, H=256, the rest the same.")
+    p.add_argument("--task", choices=datasets.TASKS, default="addition",
+                   help="which data set (default: addition)")
+    p.add_argument("--model", choices=list(MODELS),
+                   help="seq2seq, peeky or attention (default: the task's recipe)")
+    p.add_argument("--reverse", action=argparse.BooleanOptionalAction, default=None,
+                   help="feed the questions reversed (default: yes, as in the recipes)")
+    p.add_argument("--epochs", type=positive_int, help="number of epochs")
+    p.add_argument("--batch-size", type=positive_int, help="examples per batch")
+    p.add_argument("--hidden", type=positive_int, help="hidden width H")
+    p.add_argument("--wordvec", type=positive_int, help="word vector width D")
+    p.add_argument("--lr", type=positive_float, help="Adam learning rate")
+    p.add_argument("--max-grad", type=max_grad_value,
+                   help="clip gradients to this global norm, or 'none'")
+    p.add_argument("--seed", type=seed_int, default=1,
+                   help="np.random.seed before building the model and training (default: 1)")
+    p.add_argument("--data", metavar="PATH",
+                   help="a data file in the book's format (default: generate the task's "
+                        f"{DATA_SIZE:,} examples)")
+    p.add_argument("--data-seed", type=seed_int, default=0,
+                   help="seed of the generated data (default: 0); unused with --data")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: runs/<task>-<model>)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the final summary line")
+    # Use only the first N examples (before the train/test split): for tests and quick looks.
+    p.add_argument("--limit", type=positive_int, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
+
+
+def _train_settings(args):
+    """The recipe of args.task with the options given on the command line applied."""
+    s = dict(RECIPES[args.task])
+    for key in s:
+        value = getattr(args, key)
+        if value is not None:
+            s[key] = value
+    if s["max_grad"] == "none":
+        s["max_grad"] = None
+    return s
+
+
+def _load_training_data(args, reverse):
+    """(x_train, t_train), (x_test, t_test), vocab for the train command."""
+    if args.limit is not None and args.limit < 10:
+        raise UsageError("--limit must be at least 10 (the test split is a tenth of the data)")
+    try:
+        if args.data is not None:
+            lines = _read_task_file(args.task, args.data, args.limit)
+            return datasets._split_lines(lines, repr(args.data), SPLIT_SEED, reverse)
+        return datasets.load_task(args.task, n=args.limit or DATA_SIZE, seed=args.data_seed,
+                                  split_seed=SPLIT_SEED, reverse=reverse)
+    except ValueError as e:
+        raise UsageError(f"{'--data' if args.data else '--limit'}: {e}") from None
+
+
+def cmd_train(args):
+    s = _train_settings(args)
+    out = args.out or os.path.join("runs", f"{args.task}-{s['model']}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} exists and is not a folder")
+    (x_train, t_train), (x_test, t_test), vocab = _load_training_data(args, s["reverse"])
+    if len(x_test) == 0:
+        raise UsageError(f"the data has {len(x_train)} examples, too few for a test split "
+                         "(a tenth of the data); use at least 10")
+    if s["batch_size"] > len(x_train):
+        raise UsageError(f"--batch-size {s['batch_size']} is larger than the "
+                         f"{len(x_train)} training examples")
+    try:
+        os.makedirs(out, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise UsageError(f"--out: cannot write to {out!r}: {e.strerror}") from None
+
+    model_class = MODEL_CLASSES[MODELS[s["model"]]]
+    start_id = int(t_train[0, 0])
+    settings = {
+        "task": args.task, "model": model_class.__name__, "vocab_size": len(vocab),
+        "wordvec_size": s["wordvec"], "hidden_size": s["hidden"], "reverse": s["reverse"],
+        "question_width": int(x_train.shape[1]), "answer_width": int(t_train.shape[1]),
+        "start_id": start_id, "dtype": "float32", "fastseq_version": __version__,
+        "training": {
+            "epochs": s["epochs"], "batch_size": s["batch_size"], "optimizer": "Adam",
+            "lr": s["lr"], "max_grad": s["max_grad"], "seed": args.seed,
+            "data": None if args.data is None else os.path.abspath(args.data),
+            "data_seed": None if args.data is not None else args.data_seed,
+            "examples": len(x_train) + len(x_test), "split_seed": SPLIT_SEED,
+        },
+    }
+    params_path = os.path.join(out, model_class.__name__ + ".pkl")
+    quiet = args.quiet
+    _say(quiet, f"{args.task}: {len(x_train):,} train / {len(x_test):,} test examples, "
+                f"vocabulary {len(vocab)} | {model_class.__name__} D={s['wordvec']} "
+                f"H={s['hidden']}{' reversed' if s['reverse'] else ''} | batch {s['batch_size']}"
+                f", Adam lr {s['lr']:g}, "
+                f"{'no clipping' if s['max_grad'] is None else 'clip %g' % s['max_grad']} | "
+                f"seed {args.seed} -> {out}")
+
+    from .plots import HistoryFigure  # matplotlib only when training
+    figure = HistoryFigure(f"{model_class.__name__} on {args.task} "
+                           f"(D={s['wordvec']}, H={s['hidden']}"
+                           f"{', reversed' if s['reverse'] else ''})")
+    history, best_epoch, best_acc = [], 0, -1.0
+    right, wrong = _marks(sys.stdout)
+    iters_per_epoch = len(x_train) // s["batch_size"]
+    started = time.perf_counter()
+    epoch = 0
+    with _preserve_global_rng():
+        np.random.seed(args.seed)
+        model = model_class(len(vocab), s["wordvec"], s["hidden"])
+        trainer = Trainer(model, Adam(lr=s["lr"]))
+        try:
+            for epoch in range(1, s["epochs"] + 1):
+                trainer.fit(x_train, t_train, max_epoch=1, batch_size=s["batch_size"],
+                            max_grad=s["max_grad"], eval_interval=EVAL_INTERVAL,
+                            progress=False if quiet else None, leave=False)
+                t0 = time.perf_counter()
+                acc, guesses = accuracy(model, x_test, t_test, return_guesses=True)
+                eval_s = time.perf_counter() - t0
+                attention = None
+                if model_class is models.AttentionSeq2seq:  # weights of that generate call
+                    attention = np.stack(model.decoder.attention_weights, axis=1)
+                    attention = attention[:ATTENTION_EXAMPLES]
+                log = trainer.epoch_log[-1]
+                history.append({"epoch": epoch, "loss": log["loss"], "val_acc": acc,
+                                "train_s": log["train_s"], "eval_s": eval_s,
+                                "examples_per_s": log["examples"] / log["train_s"]})
+                improved = acc > best_acc
+                if improved:
+                    best_epoch, best_acc = epoch, acc
+                with _hold_interrupt():  # this epoch's files: all or none
+                    if improved:
+                        model.save_params(params_path)
+                        _write_json(os.path.join(out, VOCAB_FILE), vocab.to_dict())
+                        _write_json(os.path.join(out, SETTINGS_FILE),
+                                    dict(settings, best_epoch=epoch, val_acc=acc))
+                    _write_json(os.path.join(out, HISTORY_FILE),
+                                {"epochs": history, "best_epoch": best_epoch,
+                                 "best_val_acc": best_acc})
+                    figure.update(history, trainer.loss_list, EVAL_INTERVAL, iters_per_epoch)
+                    figure.save(os.path.join(out, HISTORY_PLOT))
+                    if attention is not None:
+                        _save_attention(out, attention, x_test, guesses, vocab, s["reverse"])
+                row = history[-1]
+                _say(quiet, f"epoch {epoch}/{s['epochs']} | loss {row['loss']:.4f} | "
+                            f"val acc {100 * acc:.2f}% | {row['examples_per_s']:,.0f} ex/s | "
+                            f"eval {eval_s:.2f} s")
+                if not quiet:
+                    shown = decode_examples(x_test[:SHOWN_EXAMPLES], t_test[:SHOWN_EXAMPLES],
+                                            guesses[:SHOWN_EXAMPLES], vocab, s["reverse"])
+                    qw = x_test.shape[1]
+                    for q, t, g in shown:
+                        print(f"    {q:<{qw}}  target {t}  guess {g}  "
+                              f"{right if g == t else wrong}", flush=True)
+        except TrainingDiverged as e:
+            print(f"fastseq train: {e}", file=sys.stderr)
+            if best_epoch:
+                print(f"fastseq train: {out} keeps epoch {best_epoch} "
+                      f"(val acc {100 * best_acc:.2f}%)", file=sys.stderr)
+            return 1
+        except OSError as e:  # e.g. the disk filled up; the files written before are whole
+            print(f"fastseq train: error: cannot write to {out}: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            kept = (f"{out} holds epoch {best_epoch} (val acc {100 * best_acc:.2f}%)"
+                    if best_epoch else f"no epoch finished, nothing written to {out}")
+            print(f"\nfastseq train: interrupted in epoch {epoch}; {kept}", file=sys.stderr)
+            return 130
+    wall = time.perf_counter() - started
+    print(f"best val acc {100 * best_acc:.2f}% at epoch {best_epoch}/{s['epochs']} | "
+          f"{wall:.1f} s | {params_path}", flush=True)
+    return 0
+
+
+def _save_attention(out, weights, x_test, guesses, vocab, reverse):
+    from .plots import plot_attention
+    k = len(weights)
+    questions = [vocab.decode(row) for row in x_test[:k]]
+    answers = [vocab.decode(row) for row in guesses[:k]]
+    plot_attention(weights, questions, answers, os.path.join(out, ATTENTION_PLOT),
+                   is_reverse=reverse)
+
+
+# ------------------------------------------------------------------------------------------
+# Loading a trained model (predict, eval)
+# ------------------------------------------------------------------------------------------
+
+
+def _read_json(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"no {os.path.basename(path)} beside the params file ({path}); pass "
+                         "a params file written by 'fastseq train', with its folder") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read the {what} {path}: {e}") from None
+
+
+def _checked_settings(settings, path):
+    def fail(why):
+        raise UsageError(f"{path}: {why}; was it written by 'fastseq train'?")
+
+    if not isinstance(settings, dict):
+        fail("not a JSON object")
+    if settings.get("model") not in MODEL_CLASSES:
+        fail(f"unknown model {settings.get('model')!r}")
+    for key in ("vocab_size", "wordvec_size", "hidden_size", "question_width", "answer_width"):
+        value = settings.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(f"{key} must be a positive integer, got {value!r}")
+    if settings["answer_width"] < 2:
+        fail("answer_width must be at least 2 (the start symbol and one character)")
+    if not isinstance(settings.get("reverse"), bool):
+        fail(f"reverse must be true or false, got {settings.get('reverse')!r}")
+    start_id = settings.get("start_id")
+    if isinstance(start_id, bool) or not isinstance(start_id, int) \
+            or not 0 <= start_id < settings["vocab_size"]:
+        fail(f"start_id must be an id below vocab_size, got {start_id!r}")
+    if settings.get("task") not in datasets.TASKS:
+        fail(f"unknown task {settings.get('task')!r}")
+    return settings
+
+
+def load_trained(params_path):
+    """(model, settings, vocab) from a params file and the settings.json / vocab.json beside
+    it. Raises UsageError with a one-line reason."""
+    folder = os.path.dirname(os.path.abspath(params_path))
+    if not os.path.isfile(params_path):
+        raise UsageError(f"--params: {params_path!r} is not a file")
+    settings_path = os.path.join(folder, SETTINGS_FILE)
+    settings = _checked_settings(_read_json(settings_path, "settings"), settings_path)
+    vocab_path = os.path.join(folder, VOCAB_FILE)
+    try:
+        vocab = datasets.Vocabulary.from_dict(_read_json(vocab_path, "vocabulary"))
+    except ValueError as e:
+        raise UsageError(f"{vocab_path}: {e}") from None
+    if len(vocab) != settings["vocab_size"]:
+        raise UsageError(f"{vocab_path} has {len(vocab)} characters but {settings_path} says "
+                         f"vocab_size {settings['vocab_size']}")
+    stem = os.path.splitext(os.path.basename(params_path))[0]
+    if stem in MODEL_CLASSES and stem != settings["model"]:
+        raise UsageError(f"{params_path} is named for a {stem} but {settings_path} describes a "
+                         f"{settings['model']}: the settings belong to another run")
+    model_class = MODEL_CLASSES[settings["model"]]
+    with _preserve_global_rng():  # the constructor draws initial weights
+        model = model_class(settings["vocab_size"], settings["wordvec_size"],
+                            settings["hidden_size"])
+    try:
+        model.load_params(params_path)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--params: {e}") from None
+    return model, settings, vocab
+
+
+# ------------------------------------------------------------------------------------------
+# predict
+# ------------------------------------------------------------------------------------------
+
+
+def add_predict_parser(subparsers):
+    p = subparsers.add_parser(
+        "predict", help="answer questions with a trained model",
+        description="Print the trained model's greedy answer to each question, one per line. "
+                    "The vocabulary and settings are read from the params file's folder.")
+    p.add_argument("--params", required=True, metavar="FILE",
+                   help="params file written by 'fastseq train' (e.g. runs/x/PeekySeq2seq.pkl)")
+    p.add_argument("questions", nargs="+", metavar="QUESTION", help='e.g. "16+75"')
+    p.set_defaults(func=cmd_predict)
+
+
+def _encode_questions(questions, settings, vocab):
+    width = settings["question_width"]
+    rows = []
+    for q in questions:
+        if not q:
+            raise UsageError("a question is empty")
+        if len(q) > width:
+            raise UsageError(f"question {q!r} has {len(q)} characters; this model reads at most "
+                             f"{width}")
+        allowed = set(vocab.chars) - {vocab.id_to_char[settings["start_id"]]}
+        unknown = sorted(set(q) - allowed)
+        if unknown:
+            raise UsageError(f"question {q!r} holds {''.join(unknown)!r}; the model knows only "
+                             f"{''.join(sorted(allowed))!r}")
+        ids = vocab.encode(q.ljust(width))
+        rows.append(ids[::-1] if settings["reverse"] else ids)
+    return np.array(rows, dtype=np.int64)
+
+
+def cmd_predict(args):
+    model, settings, vocab = load_trained(args.params)
+    xs = _encode_questions(args.questions, settings, vocab)
+    guesses = generate_batch(model, xs, settings["start_id"], settings["answer_width"] - 1)
+    for row in guesses:
+        print(vocab.decode(row).strip())
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# eval
+# ------------------------------------------------------------------------------------------
+
+
+def add_eval_parser(subparsers):
+    p = subparsers.add_parser(
+        "eval", help="accuracy of a trained model on a data file",
+        description="Print the share of the file's questions that the trained model answers "
+                    "exactly (greedy decoding), like the book's eval_seq2seq over every line.")
+    p.add_argument("--params", required=True, metavar="FILE",
+                   help="params file written by 'fastseq train'")
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help="data file in the book's format, for the model's task")
+    p.add_argument("--split", choices=("all", "train", "test"), default="all",
+                   help="every line (default), or the train / test split that 'fastseq train' "
+                        f"makes of this file (seed {SPLIT_SEED})")
+    p.add_argument("--examples", type=_int_at_least(0, "a non-negative integer"), default=0,
+                   metavar="K", help="also print the first K questions with their answers")
+    p.add_argument("--limit", type=positive_int, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args):
+    model, settings, vocab = load_trained(args.params)
+    lines = _read_task_file(settings["task"], args.data, args.limit)
+    try:
+        seed = None if args.split == "all" else SPLIT_SEED
+        (x_tr, t_tr), (x_te, t_te), _ = datasets._split_lines(
+            lines, repr(args.data), seed, settings["reverse"], vocab)
+    except ValueError as e:
+        raise UsageError(f"--data: {e}") from None
+    if x_tr.shape[1] != settings["question_width"] or t_tr.shape[1] != settings["answer_width"]:
+        raise UsageError(f"--data: questions/answers are {x_tr.shape[1]}/{t_tr.shape[1]} "
+                         f"characters wide but the model was trained on "
+                         f"{settings['question_width']}/{settings['answer_width']}")
+    x, t = {"all": (np.concatenate([x_tr, x_te]), np.concatenate([t_tr, t_te])),
+            "train": (x_tr, t_tr), "test": (x_te, t_te)}[args.split]
+    if len(x) == 0:
+        raise UsageError(f"--data: the {args.split} split of {args.data!r} is empty")
+    t0 = time.perf_counter()
+    acc, guesses = accuracy(model, x, t, return_guesses=True)
+    seconds = time.perf_counter() - t0
+    if args.examples:
+        right, wrong = _marks(sys.stdout)
+        k = args.examples
+        for q, a, g in decode_examples(x[:k], t[:k], guesses[:k], vocab, settings["reverse"]):
+            print(f"{q}  target {a}  guess {g}  {right if a == g else wrong}")
+    correct = int(round(acc * len(x)))
+    print(f"accuracy {100 * acc:.2f}% ({correct:,}/{len(x):,}) on {args.data} "
+          f"[{args.split}] | {seconds:.2f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------------------
+
+
+def build_parser():
+    parser = _Parser(prog="fastseq", description="Train and use the seq2seq models of 'Deep "
+                     "Learning from Scratch 2' (ch. 7-8), compiled with Numba.")
+    parser.add_argument("--version", action="version", version=f"fastseq {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                       parser_class=_Parser)
+    add_train_parser(subparsers)
+    add_predict_parser(subparsers)
+    add_eval_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else 0
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"fastseq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

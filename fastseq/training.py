@@ -104,7 +104,8 @@ class Trainer:
         shared = len(remove_duplicate(params, [g.copy() for g in grads])[0]) < len(params)
         clip_to = math.inf if max_grad is None else float(max_grad)  # inf: only the norm
 
-        bar = _progress_bar(progress, leave, max_epoch * max_iters)
+        bar = _progress_bar(progress, leave, max_epoch * max_iters,
+                            f"epoch {self.current_epoch + 1}")
         total_loss, loss_count, done = 0.0, 0, 0
         try:
             for _ in range(max_epoch):
@@ -170,13 +171,13 @@ class Trainer:
         return plot_loss(self.loss_list, self.eval_interval, ylim=ylim, path=path)
 
 
-def _progress_bar(progress, leave, total):
+def _progress_bar(progress, leave, total, desc):
     """A tqdm bar on stderr, or None: progress False, or None and stderr not a terminal."""
     if progress is False or (progress is None and not _isatty(sys.stderr)):
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=total, unit="batch", leave=leave, dynamic_ncols=True, file=sys.stderr,
-                mininterval=PROGRESS_INTERVAL)
+    return tqdm(total=total, desc=desc, unit="batch", leave=leave, dynamic_ncols=True,
+                file=sys.stderr, mininterval=PROGRESS_INTERVAL)
 
 
 def _isatty(stream):

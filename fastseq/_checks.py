@@ -23,14 +23,14 @@ def _check_shape(name, x, shape):
                          "with at least one time step")
 
 
-def floats(name, x, dtype, shape):
+def floats(name, x, dtype, shape, dtype_of="the weights"):
     """x as a C-contiguous float array of ``dtype`` (None: float32 or float64) whose shape
-    matches ``shape`` (None: any size)."""
+    matches ``shape`` (None: any size); ``dtype_of`` names where the dtype comes from."""
     if not isinstance(x, np.ndarray) or x.dtype not in FLOAT_DTYPES:
         got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
         raise TypeError(f"{name} must be a float32 or float64 NumPy array, got {got}")
     if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name} has dtype {x.dtype} but the weights are {dtype}; "
+        raise TypeError(f"{name} has dtype {x.dtype}, expected {dtype} (the dtype of {dtype_of}); "
                         f"pass {name}.astype(np.{dtype}) (fastseq never casts silently)")
     _check_shape(name, x, shape)
     return np.ascontiguousarray(x)
@@ -74,16 +74,19 @@ def weights(names, arrays):
 
 
 def unchanged(layer, shapes):
-    """Cheap guard before kernels write into grads: params/grads still have their shapes,
-    dtype and layout (the lists must be updated in place, never rebound to other arrays)."""
-    dtype = layer.params[0].dtype
-    for i, (p, g, shape) in enumerate(zip(layer.params, layer.grads, shapes)):
-        for kind, a in (("params", p), ("grads", g)):
-            if (not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype
-                    or not a.flags.c_contiguous or not a.flags.writeable):
+    """Cheap guard before kernels read params and write grads: they still have their shapes,
+    the layer's dtype and C layout, and grads are writable (the lists must be updated in
+    place, never rebound to other arrays)."""
+    for i, shape in enumerate(shapes):
+        for kind, a in (("params", layer.params[i]), ("grads", layer.grads[i])):
+            if (not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != layer.dtype
+                    or not a.flags.c_contiguous or (kind == "grads" and not a.flags.writeable)):
+                got = (f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray)
+                       else type(a).__name__)
+                writable = " writable" if kind == "grads" else ""
                 raise ValueError(
-                    f"{type(layer).__name__}.{kind}[{i}] is no longer a writable C-contiguous "
-                    f"{dtype} array of shape {shape}; update {kind} in place "
+                    f"{type(layer).__name__}.{kind}[{i}] is no longer a{writable} C-contiguous "
+                    f"{layer.dtype} array of shape {shape} (got a {got}); update {kind} in place "
                     f"({kind}[{i}][...] = new) instead of replacing the array")
 
 

@@ -40,6 +40,8 @@ class TimeEmbedding(_Layer):
 
     def __init__(self, W):
         super().__init__(("W",), W)
+        if W.ndim != 2:
+            raise ValueError(f"TimeEmbedding needs W of shape (V, D), got shape {W.shape}")
 
     def forward(self, xs):
         """xs (N,T) integer ids in [0, V) -> (N,T,D)."""
@@ -261,6 +263,9 @@ class TimeSoftmaxWithLoss:
     def backward(self, dout=1):
         """-> d xs (N,T,V): dout * (softmax - onehot) / kept, zero where ignored."""
         probs, labels, kept, shape = checks.forward_done(self, self._cache)
+        if isinstance(dout, (bool, np.bool_)) or not isinstance(dout, (int, float, np.number)) \
+                or not np.isfinite(dout):
+            raise TypeError(f"dout must be a finite scalar (the gradient of the loss), got {dout!r}")
         dxs = np.empty(shape, probs.dtype)
         scale = probs.dtype.type(dout / kept)
         softmax_cross_entropy_backward(dxs.reshape(probs.shape), probs, labels,
@@ -284,7 +289,7 @@ class TimeAttention:
         """hs_enc (N,Ts,H), hs_dec (N,Td,H) -> contexts (N,Td,H)."""
         hs_enc = checks.floats("hs_enc", hs_enc, None, (None, None, None))
         N, Ts, H = hs_enc.shape
-        hs_dec = checks.floats("hs_dec", hs_dec, hs_enc.dtype, (N, None, H))
+        hs_dec = checks.floats("hs_dec", hs_dec, hs_enc.dtype, (N, None, H), "hs_enc")
         Td = hs_dec.shape[1]
         contexts = np.empty((N, Td, H), hs_enc.dtype)
         weights = np.empty((N, Td, Ts), hs_enc.dtype)
@@ -297,7 +302,7 @@ class TimeAttention:
         """dout (N,Td,H) -> (dhs_enc (N,Ts,H), dhs_dec (N,Td,H))."""
         hs_enc, hs_dec, weights = checks.forward_done(self, self._cache)
         N, Td, Ts = weights.shape
-        dout = checks.floats("dout", dout, hs_enc.dtype, hs_dec.shape)
+        dout = checks.floats("dout", dout, hs_enc.dtype, hs_dec.shape, "hs_enc")
         dhs_enc = np.empty_like(hs_enc)
         dhs_dec = np.empty_like(hs_dec)
         n_chunks = chunks()

@@ -10,10 +10,10 @@ row, which adds an input that is constant over time (the peeky decoder's h).
 from numba import prange
 
 from .blas import column_sums, gemm
-from .jit import chunk, kernel, parallel_kernel
+from .jit import chunk, kernel
 
 
-@parallel_kernel
+@kernel(parallel=True)
 def affine_forward(out, parts, W, bias, n_chunks):
     """out (N,T,M) = concat(parts) @ W (D,M) + bias (1|N, M)."""
     N, T, M = out.shape
@@ -35,7 +35,7 @@ def affine_forward(out, parts, W, bias, n_chunks):
                         row[m] += b[m]
 
 
-@parallel_kernel
+@kernel(parallel=True)
 def affine_backward(dparts, dW, db, dout, parts, W, n_chunks):
     """dparts (like parts), dW (D,M), db (M,) written; dout (N,T,M); parts, W as in forward.
     db sums dout over all rows (the gradient of a (1,M) bias)."""

@@ -11,7 +11,7 @@ from numba import prange
 
 from .activations import softmax_row
 from .blas import gemm
-from .jit import chunk, helper, parallel_kernel
+from .jit import chunk, helper, kernel
 
 
 @helper
@@ -23,7 +23,7 @@ def attention_row_forward(context, w, h_enc, h_dec):
     gemm(context, w, h_enc, False, False, 0.0)
 
 
-@parallel_kernel
+@kernel(parallel=True)
 def attention_forward(contexts, weights, hs_enc, hs_dec, n_chunks):
     """contexts (N,Td,H), weights (N,Td,Ts) written; hs_enc (N,Ts,H); hs_dec (N,Td,H)."""
     N = weights.shape[0]
@@ -33,7 +33,7 @@ def attention_forward(contexts, weights, hs_enc, hs_dec, n_chunks):
             attention_row_forward(contexts[n], weights[n], hs_enc[n], hs_dec[n])
 
 
-@parallel_kernel
+@kernel(parallel=True)
 def attention_backward(dhs_enc, dhs_dec, dscores, dcontexts, weights, hs_enc, hs_dec, n_chunks):
     """dhs_enc (N,Ts,H), dhs_dec (N,Td,H) written; dscores (n_chunks,Td,Ts) scratch;
     dcontexts (N,Td,H); weights (N,Td,Ts) from forward; hs_enc (N,Ts,H); hs_dec (N,Td,H)."""

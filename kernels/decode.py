@@ -19,11 +19,11 @@ from numba import prange
 
 from .attention import attention_row_forward
 from .blas import gemm
-from .jit import chunk, parallel_kernel
+from .jit import chunk, kernel
 from .lstm import lstm_cell_forward
 
 
-@parallel_kernel
+@kernel(parallel=True)
 def greedy_decode(ids, weights_out, start_id, h0, E, Wh, lstm_bias, W_out, out_bias, attention,
                   n_chunks):
     """ids (N,S) int64 and weights_out (N,S,Ts) (attention weights; Ts = 0 without attention)

@@ -111,17 +111,6 @@ JIT_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy", cache=CAC
 HELPER_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 
 
-def kernel(func):
-    """Compile ``func`` as a fastseq kernel: lazily typed, GIL released, cached on disk."""
-    return numba.njit(**JIT_OPTIONS)(func)
-
-
-def exact_kernel(func):
-    """Like ``kernel`` but with IEEE arithmetic exactly as written (no FMA contraction or
-    reassociation), for updates that must reproduce NumPy's numbers bit for bit."""
-    return numba.njit(**dict(JIT_OPTIONS, fastmath=False))(func)
-
-
 def _threadsafe_layer_available():
     """Whether Numba will run parallel kernels on a layer that allows launches from several
     threads at once (tbb, omp); its fallback, workqueue, aborts the process instead."""
@@ -142,11 +131,20 @@ def _threadsafe_layer_available():
 _launch_lock = None if _threadsafe_layer_available() else threading.Lock()
 
 
-def parallel_kernel(func):
-    """Like ``kernel``, for kernels that split their work over ``prange`` chunks. Without a
-    thread-safe Numba threading layer, launches from several threads are serialised."""
-    dispatcher = numba.njit(parallel=True, **JIT_OPTIONS)(func)
-    if _launch_lock is None:
+def kernel(func=None, *, parallel=False, exact=False):
+    """Compile ``func`` as a fastseq kernel: lazily typed, GIL released, cached on disk.
+
+    ``parallel=True``: the kernel splits its work over ``prange`` chunks (without a thread-safe
+    Numba threading layer, launches from several threads are serialised).
+    ``exact=True``: IEEE arithmetic exactly as written, without FASTMATH (no reassociation or
+    FMA contraction), for results that must match NumPy's bit for bit or that reassociation
+    would ruin; helpers it calls keep their own flags.
+    """
+    if func is None:
+        return functools.partial(kernel, parallel=parallel, exact=exact)
+    options = dict(JIT_OPTIONS, fastmath=False) if exact else JIT_OPTIONS
+    dispatcher = numba.njit(parallel=parallel, **options)(func)
+    if not parallel or _launch_lock is None:
         return dispatcher
 
     @functools.wraps(func)

@@ -30,7 +30,7 @@ from numba import prange
 
 from .activations import sigmoid, tanh
 from .blas import column_sums, gemm
-from .jit import chunk, helper, parallel_kernel
+from .jit import chunk, helper, kernel
 
 
 @helper
@@ -93,7 +93,7 @@ def _forward_rows(hs, gates, cs, tanh_cs, h_prevs, xs, Wx, Wh, bias, h0, c0, h0_
                 h_prevs[n, t + 1] = hs[n, t]
 
 
-@parallel_kernel
+@kernel(parallel=True)
 def lstm_forward(hs, saved, xs, Wx, Wh, bias, h0, c0, h0_is_zero, n_chunks):
     """hs (N,T,H) out; saved see module doc; xs (N,T,D); Wx (D,4H); Wh (H,4H); bias (1,4H) the
     layer's b, or (N,4H) one bias per row (b plus an input that is constant over time);
@@ -126,7 +126,7 @@ def _backward_rows(dxs, dA, dh0, dc, dhs, Wx, Wh_T, gates, cs, tanh_cs):
     gemm(dxs.reshape(N * T, D), dA.reshape(N * T, 4 * H), Wx, False, True, 0.0)
 
 
-@parallel_kernel
+@kernel(parallel=True)
 def lstm_backward(dxs, grads, dh0, work, dhs, xs, Wx, Wh, saved, n_chunks):
     """dxs (N,T,D), grads = (dWx (D,4H), dWh (H,4H), db (4H,)) and dh0 (N,H) (gradient w.r.t.
     h0) written; work = (dA (N,T,4H), dc (N,H), Wh_T (4H,H)) scratch; dhs (N,T,H) upstream

@@ -8,10 +8,10 @@ from the parameter and rounded back to its dtype.
 
 import math
 
-from .jit import exact_kernel, kernel
+from .jit import kernel
 
 
-@exact_kernel
+@kernel(exact=True)
 def sgd_update(p, g, lr):
     """p (K,) -= lr * g (K,)."""
     step = p.dtype.type(lr)
@@ -19,7 +19,7 @@ def sgd_update(p, g, lr):
         p[k] -= step * g[k]
 
 
-@exact_kernel
+@kernel(exact=True)
 def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
     """p, m, v (K,) updated in place from g (K,)."""
     one_m_b1 = m.dtype.type(1.0 - beta1)
@@ -41,7 +41,7 @@ def sum_of_squares(g):
     return total
 
 
-@exact_kernel
+@kernel(exact=True)
 def scale(g, rate):
     """g (K,) *= rate."""
     r = g.dtype.type(rate)

@@ -10,10 +10,10 @@ import numpy as np
 from numba import prange
 
 from .activations import softmax_row
-from .jit import chunk, parallel_kernel
+from .jit import chunk, kernel
 
 
-@parallel_kernel
+@kernel(parallel=True, exact=True)  # reassociation would absorb log s into a huge max
 def softmax_cross_entropy_forward(probs, scores, labels, ignore_label, n_chunks):
     """probs (M,V) = softmax(scores (M,V)) row by row; labels (M,).
     Returns (sum over kept rows of -log softmax(scores)[label], number of kept rows, number of
@@ -27,20 +27,22 @@ def softmax_cross_entropy_forward(probs, scores, labels, ignore_label, n_chunks)
         lo, hi = chunk(k, n_chunks, M)
         for r in range(lo, hi):
             x = scores[r]
-            total = x.dtype.type(0.0)  # NaN and inf survive a sum (exp clamps its argument)
+            nonfinite = x.dtype.type(0.0)  # x * 0 is 0, or NaN where x is NaN or inf
             for v in range(x.shape[0]):
-                total += x[v]
-            if not math.isfinite(total):
+                nonfinite += x[v] * x.dtype.type(0.0)
+            if not math.isfinite(nonfinite):
                 bad[k] += 1
                 continue
-            lse = softmax_row(probs[r], x)
+            m, log_s = softmax_row(probs[r], x)
             if labels[r] != ignore_label:
-                loss[k] += lse - x[labels[r]]
+                # -log softmax(x)[label] = log-sum-exp(x) - x[label], without adding m to log s
+                # first (m may be so large that log s would be rounded away)
+                loss[k] += (m - x[labels[r]]) + log_s
                 kept[k] += 1
     return loss.sum(), kept.sum(), bad.sum()
 
 
-@parallel_kernel
+@kernel(parallel=True)
 def softmax_cross_entropy_backward(dscores, probs, labels, ignore_label, scale, n_chunks):
     """dscores (M,V) = scale * (probs - onehot(labels)), zero rows where ignored."""
     M = probs.shape[0]

@@ -16,7 +16,8 @@ from .kernels.affine import (affine_backward, affine_forward, constant_input_bac
                              constant_input_forward)
 from .kernels.attention import attention_backward, attention_forward
 from .kernels.embedding import embedding_backward, embedding_forward
-from .kernels.lstm import lstm_backward, lstm_forward
+from .kernels.lstm import (lstm_backward, lstm_backward_tokens, lstm_forward,
+                           lstm_forward_tokens)
 from .kernels.softmax import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 
@@ -94,15 +95,29 @@ class TimeLSTM(_Layer):
     def reset_state(self):
         self.h = self.c = None
 
-    def forward(self, xs, const=None):
-        """xs (N,T,D) -> hs (N,T,H); with const (N,Dc), xs is (N,T,D-Dc)."""
+    def forward(self, xs, const=None, embed=None):
+        """xs (N,T,D) -> hs (N,T,H); with const (N,Dc), xs is (N,T,D-Dc).
+
+        With ``embed``, the TimeEmbedding whose output would be xs, xs are its token ids (N,T):
+        the embedding is folded into the input projection (rows of W_embed @ Wx are gathered
+        instead of multiplying every step's input), and backward fills embed's grads too.
+        """
         Wx, Wh, b = self._checked_params()
         D, H = Wx.shape[0], Wh.shape[0]
         const, bias = _constant_input(self, const, Wx, b, self._work)
         Dc = 0 if const is None else const.shape[1]
-        xs = checks.floats("xs", xs, self.dtype, (None if const is None else const.shape[0],
-                                                  None, D - Dc))
-        N, T, _ = xs.shape
+        rows = None if const is None else const.shape[0]
+        if embed is None:
+            xs = checks.floats("xs", xs, self.dtype, (rows, None, D - Dc))
+        else:
+            W_embed, = embed._checked_params()
+            if embed.dtype != self.dtype or W_embed.shape[1] != D - Dc:
+                raise ValueError(f"embed makes {embed.dtype} vectors of width {W_embed.shape[1]}; "
+                                 f"this LSTM takes {self.dtype} inputs of width {D - Dc}")
+            xs = checks.token_ids("xs", xs, W_embed.shape[0], (rows, None))
+            E = self._work.get("E", (W_embed.shape[0], 4 * H), self.dtype)
+            np.matmul(W_embed, Wx[Dc:], out=E)
+        N, T = xs.shape[:2]
         zero_state = not self.stateful or self.h is None
         if zero_state:
             h0 = c0 = np.zeros((N, H), self.dtype)
@@ -118,28 +133,39 @@ class TimeLSTM(_Layer):
                  work.get("tanh_cs", (N, T, H), self.dtype),
                  work.get("h_prevs", (N, T, H), self.dtype))
         hs = np.empty((N, T, H), self.dtype)
-        lstm_forward(hs, saved, xs, Wx[Dc:], Wh, bias, h0, c0, zero_state, chunks())
+        if embed is None:
+            lstm_forward(hs, saved, xs, Wx[Dc:], Wh, bias, h0, c0, zero_state, chunks())
+        else:
+            lstm_forward_tokens(hs, saved, xs, E, Wh, bias, h0, c0, zero_state, chunks())
         self.h = hs[:, -1].copy()
         self.c = saved[1][:, -1].copy()
-        self._cache = (xs, const, saved)
+        self._cache = (xs, const, embed, saved)
         return hs
 
     def backward(self, dhs):
-        """dhs (N,T,H) -> dxs (N,T,D); writes grads, sets dh (N,H) (and dconst (N,Dc))."""
-        xs, const, saved = checks.forward_done(self, self._cache)
+        """dhs (N,T,H) -> dxs (N,T,D) (None when forward got ``embed``: its grads are written
+        instead); writes grads, sets dh (N,H) (and dconst (N,Dc))."""
+        xs, const, embed, saved = checks.forward_done(self, self._cache)
         Wx, Wh, _ = self._checked_params()
-        N, T, D = xs.shape
+        N, T = xs.shape[:2]
         H = Wh.shape[0]
-        Dc = Wx.shape[0] - D
+        Dc = 0 if const is None else const.shape[1]
         dhs = checks.floats("dhs", dhs, self.dtype, (N, T, H))
         dA = self._work.get("dA", (N, T, 4 * H), self.dtype)
         work = (dA, self._work.get("dc", (N, H), self.dtype),
                 self._work.get("Wh_T", (4 * H, H), self.dtype))
         dh0 = np.empty((N, H), self.dtype)
-        dxs = np.empty((N, T, D), self.dtype)
         dWx, dWh, db = self.grads
-        lstm_backward(dxs, (dWx[Dc:], dWh, db), dh0, work, dhs, xs, Wx[Dc:], Wh, saved,
-                      chunks())
+        if embed is None:
+            dxs = np.empty((N, T, Wx.shape[0] - Dc), self.dtype)
+            lstm_backward(dxs, (dWx[Dc:], dWh, db), dh0, work, dhs, xs, Wx[Dc:], Wh, saved,
+                          chunks())
+        else:
+            dxs = None
+            W_embed, = embed._checked_params()
+            work += (self._work.get("dE", (W_embed.shape[0], 4 * H), self.dtype),)
+            lstm_backward_tokens(embed.grads[0], (dWx[Dc:], dWh, db), dh0, work, dhs, xs,
+                                 W_embed, Wx[Dc:], Wh, saved, chunks())
         self.dh = dh0
         self.dconst = _constant_input_backward(self, const, dWx, Wx, dA)
         return dxs

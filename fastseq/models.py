@@ -61,18 +61,17 @@ class Encoder:
 
     def forward(self, xs):
         """xs (N,T) ids -> h (N,H), the last step's hidden state."""
-        hs = self.lstm.forward(self.embed.forward(xs))
+        hs = self.lstm.forward(xs, embed=self.embed)
         self.hs = hs
         return hs[:, -1, :]
 
     def backward(self, dh):
-        """dh (N,H), fed into the last step only -> d embedded xs (N,T,D)."""
+        """dh (N,H), fed into the last step only; writes the grads (the embedding is folded
+        into the LSTM, so there is no gradient of embedded inputs to return: None)."""
         hs = checks.forward_done(self, self.hs)
         dhs = np.zeros_like(hs)
         dhs[:, -1, :] = checks.floats("dh", dh, hs.dtype, (hs.shape[0], hs.shape[2]))
-        dout = self.lstm.backward(dhs)
-        self.embed.backward(dout)
-        return dout
+        self.lstm.backward(dhs)
 
 
 class Decoder:
@@ -94,12 +93,11 @@ class Decoder:
     def forward(self, xs, h):
         """xs (N,T) ids, h (N,H) -> scores (N,T,V)."""
         self.lstm.set_state(h)
-        return self.affine.forward(self.lstm.forward(self.embed.forward(xs)))
+        return self.affine.forward(self.lstm.forward(xs, embed=self.embed))
 
     def backward(self, dscore):
         """dscore (N,T,V) -> dh (N,H)."""
-        dout = self.lstm.backward(self.affine.backward(dscore))
-        self.embed.backward(dout)
+        self.lstm.backward(self.affine.backward(dscore))
         return self.lstm.dh
 
     def generate(self, h, start_id, sample_size):
@@ -132,15 +130,13 @@ class PeekyDecoder:
     def forward(self, xs, h):
         """xs (N,T) ids, h (N,H) -> scores (N,T,V)."""
         self.lstm.set_state(h)
-        out = self.lstm.forward(self.embed.forward(xs), const=h)
+        out = self.lstm.forward(xs, const=h, embed=self.embed)
         return self.affine.forward(out, const=h)
 
     def backward(self, dscore):
         """dscore (N,T,V) -> dh (N,H): the LSTM's dh plus h's gradient through every step of
         both concatenations."""
-        dout = self.affine.backward(dscore)
-        dembed = self.lstm.backward(dout)
-        self.embed.backward(dembed)
+        self.lstm.backward(self.affine.backward(dscore))
         return self.lstm.dh + self.lstm.dconst + self.affine.dconst
 
     def generate(self, h, start_id, sample_size):
@@ -159,14 +155,12 @@ class AttentionEncoder(Encoder):
 
     def forward(self, xs):
         """xs (N,T) ids -> hs (N,T,H)."""
-        self.hs = self.lstm.forward(self.embed.forward(xs))
+        self.hs = self.lstm.forward(xs, embed=self.embed)
         return self.hs
 
     def backward(self, dhs):
-        """dhs (N,T,H) -> d embedded xs (N,T,D)."""
-        dout = self.lstm.backward(dhs)
-        self.embed.backward(dout)
-        return dout
+        """dhs (N,T,H); writes the grads (returns None, as Encoder.backward)."""
+        self.lstm.backward(dhs)
 
 
 class AttentionDecoder:
@@ -197,7 +191,7 @@ class AttentionDecoder:
         H = self.lstm.params[1].shape[0]
         enc_hs = checks.floats("enc_hs", enc_hs, self.lstm.dtype, (None, None, H))
         self.lstm.set_state(enc_hs[:, -1])
-        dec_hs = self.lstm.forward(self.embed.forward(xs))
+        dec_hs = self.lstm.forward(xs, embed=self.embed)
         contexts = self.attention.forward(enc_hs, dec_hs)
         return self.affine.forward((contexts, dec_hs))
 
@@ -205,8 +199,7 @@ class AttentionDecoder:
         """dscore (N,Td,V) -> d enc_hs (N,Ts,H), the LSTM's dh added to the last step."""
         dcontexts, ddec_hs = self.affine.backward(dscore)
         denc_hs, ddec_hs_attention = self.attention.backward(dcontexts)
-        dout = self.lstm.backward(ddec_hs + ddec_hs_attention)
-        self.embed.backward(dout)
+        self.lstm.backward(ddec_hs + ddec_hs_attention)
         denc_hs[:, -1] += self.lstm.dh
         return denc_hs
 

@@ -76,11 +76,9 @@ def lstm_cell_backward(da, a, c_prev, tanh_c, dh_out, dh_next, dc):
 
 
 @helper
-def _forward_rows(hs, gates, cs, tanh_cs, h_prevs, xs, Wx, Wh, bias, h0, c0, h0_is_zero):
-    """The forward time loop for a block of rows (arguments as in lstm_forward)."""
-    N, T, D = xs.shape
-    H = Wh.shape[0]
-    gemm(gates.reshape(N * T, 4 * H), xs.reshape(N * T, D), Wx, False, False, 0.0)
+def _forward_rows(hs, gates, cs, tanh_cs, h_prevs, Wh, bias, h0, c0, h0_is_zero):
+    """The forward time loop for a block of rows; gates already hold the input projection."""
+    N, T, H = hs.shape
     h_prevs[:, 0] = h0
     cs[:, 0] = c0
     for t in range(T):
@@ -99,20 +97,41 @@ def lstm_forward(hs, saved, xs, Wx, Wh, bias, h0, c0, h0_is_zero, n_chunks):
     layer's b, or (N,4H) one bias per row (b plus an input that is constant over time);
     h0, c0 (N,H) initial state; h0_is_zero skips the first step's h0 @ Wh."""
     gates, cs, tanh_cs, h_prevs = saved
-    N = xs.shape[0]
+    N, T, D = xs.shape
+    H = Wh.shape[0]
     for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, N)
         if lo < hi:
-            rows_bias = bias[lo:hi] if bias.shape[0] > 1 else bias
-            _forward_rows(hs[lo:hi], gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], h_prevs[lo:hi],
-                          xs[lo:hi], Wx, Wh, rows_bias, h0[lo:hi], c0[lo:hi], h0_is_zero)
+            # A_all = xs @ Wx for every step at once
+            gemm(gates[lo:hi].reshape((hi - lo) * T, 4 * H), xs[lo:hi].reshape((hi - lo) * T, D),
+                 Wx, False, False, 0.0)
+            _forward_rows(hs[lo:hi], gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], h_prevs[lo:hi], Wh,
+                          bias[lo:hi] if bias.shape[0] > 1 else bias, h0[lo:hi], c0[lo:hi],
+                          h0_is_zero)
+
+
+@kernel(parallel=True)
+def lstm_forward_tokens(hs, saved, ids, E, Wh, bias, h0, c0, h0_is_zero, n_chunks):
+    """lstm_forward for embedded token ids: the input of step t is W_embed[ids[:, t]], so its
+    projection is row ids[n, t] of E (V,4H) = W_embed @ Wx, gathered instead of multiplied.
+    ids (N,T) int64 in [0, V); other arguments as in lstm_forward."""
+    gates, cs, tanh_cs, h_prevs = saved
+    N, T = ids.shape
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            for n in range(lo, hi):
+                for t in range(T):
+                    gates[n, t] = E[ids[n, t]]
+            _forward_rows(hs[lo:hi], gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], h_prevs[lo:hi], Wh,
+                          bias[lo:hi] if bias.shape[0] > 1 else bias, h0[lo:hi], c0[lo:hi],
+                          h0_is_zero)
 
 
 @helper
-def _backward_rows(dxs, dA, dh0, dc, dhs, Wx, Wh_T, gates, cs, tanh_cs):
-    """The backward time loop and dxs for a block of rows (arguments as in lstm_backward)."""
+def _backward_rows(dA, dh0, dc, dhs, Wh_T, gates, cs, tanh_cs):
+    """The backward time loop for a block of rows (arguments as in lstm_backward)."""
     N, T, H = dhs.shape
-    D = dxs.shape[2]
     dh_next = dh0  # dh_t arriving from step t+1; after step 0 it is dh0
     dh_next[:] = 0.0
     dc[:] = 0.0
@@ -122,8 +141,17 @@ def _backward_rows(dxs, dA, dh0, dc, dhs, Wx, Wh_T, gates, cs, tanh_cs):
                                dh_next[n], dc[n])
         # A_t = ... + h_{t-1} @ Wh  =>  dh_{t-1} = dA_t @ Wh.T
         gemm(dh_next, dA[:, t], Wh_T, False, False, 0.0)
-    # A_all = xs @ Wx + ...  =>  dxs = dA_all @ Wx.T
-    gemm(dxs.reshape(N * T, D), dA.reshape(N * T, 4 * H), Wx, False, True, 0.0)
+
+
+@helper
+def transpose(out, x):
+    """out (C,R) = x (R,C).T, in tiles that stay in cache."""
+    R, C = x.shape
+    for i0 in range(0, R, 32):
+        for j0 in range(0, C, 32):
+            for i in range(i0, min(i0 + 32, R)):
+                for j in range(j0, min(j0 + 32, C)):
+                    out[j, i] = x[i, j]
 
 
 @kernel(parallel=True)
@@ -136,12 +164,15 @@ def lstm_backward(dxs, grads, dh0, work, dhs, xs, Wx, Wh, saved, n_chunks):
     dA, dc, Wh_T = work
     N, T, D = xs.shape
     H = Wh.shape[0]
-    Wh_T[:] = Wh.T  # rebuilt every call: the optimizer changes Wh between calls
+    transpose(Wh_T, Wh)  # rebuilt every call: the optimizer changes Wh between calls
     for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, N)
         if lo < hi:
-            _backward_rows(dxs[lo:hi], dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], Wx, Wh_T,
-                           gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi])
+            _backward_rows(dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], Wh_T, gates[lo:hi],
+                           cs[lo:hi], tanh_cs[lo:hi])
+            # A_all = xs @ Wx + ...  =>  dxs = dA_all @ Wx.T
+            gemm(dxs[lo:hi].reshape((hi - lo) * T, D), dA[lo:hi].reshape((hi - lo) * T, 4 * H),
+                 Wx, False, True, 0.0)
     # A_all = xs @ Wx + h_prevs @ Wh + b, summed over all N*T rows: split by output column
     dA_all = dA.reshape(N * T, 4 * H)
     for k in prange(n_chunks):
@@ -151,3 +182,37 @@ def lstm_backward(dxs, grads, dh0, work, dhs, xs, Wx, Wh, saved, n_chunks):
             gemm(dWh[:, lo:hi], h_prevs.reshape(N * T, H), dA_all[:, lo:hi], True, False, 0.0)
             column_sums(db[lo:hi], dA_all, lo)
 
+
+@kernel(parallel=True)
+def lstm_backward_tokens(dW_embed, grads, dh0, work, dhs, ids, W_embed, Wx, Wh, saved,
+                         n_chunks):
+    """lstm_backward for embedded token ids (see lstm_forward_tokens): dW_embed (V,D) written
+    instead of dxs, and no GEMM of size N*T for the input weights. work = (dA, dc, Wh_T,
+    dE (V,4H)); ids (N,T); W_embed (V,D); the rest as in lstm_backward."""
+    gates, cs, tanh_cs, h_prevs = saved
+    dWx, dWh, db = grads
+    dA, dc, Wh_T, dE = work
+    N, T = ids.shape
+    H = Wh.shape[0]
+    transpose(Wh_T, Wh)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            _backward_rows(dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], Wh_T, gates[lo:hi],
+                           cs[lo:hi], tanh_cs[lo:hi])
+    # A[n, t] = W_embed[ids[n, t]] @ Wx + ...: dE[v] = sum of dA where ids == v, then
+    # dWx = W_embed.T @ dE and dW_embed = dE @ Wx.T; split by output column
+    dA_all = dA.reshape(N * T, 4 * H)
+    ids_all = ids.reshape(N * T)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, 4 * H)
+        if lo < hi:
+            dE[:, lo:hi] = 0.0
+            for r in range(N * T):
+                row, d = dE[ids_all[r], lo:hi], dA_all[r, lo:hi]
+                for j in range(hi - lo):
+                    row[j] += d[j]
+            gemm(dWh[:, lo:hi], h_prevs.reshape(N * T, H), dA_all[:, lo:hi], True, False, 0.0)
+            column_sums(db[lo:hi], dE, lo)
+    gemm(dWx, W_embed, dE, True, False, 0.0)
+    gemm(dW_embed, dE, Wx, False, True, 0.0)

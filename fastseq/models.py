@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _checks as checks
 from ._files import atomic_write, load_arrays
-from .kernels.decode import greedy_decode
+from .kernels.decode import greedy_decode, lstm_encode
 from .layers import TimeAffine, TimeAttention, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss
 from .threads import chunks
 
@@ -72,6 +72,11 @@ class Encoder:
         dhs = np.zeros_like(hs)
         dhs[:, -1, :] = checks.floats("dh", dh, hs.dtype, (hs.shape[0], hs.shape[2]))
         self.lstm.backward(dhs)
+
+    def encode(self, xs):
+        """Inference only: the last hidden state (N,H) of xs (N,T) ids, in one compiled call
+        that keeps nothing for backward (generate uses it)."""
+        return _encode(self, xs, every_step=False)[:, 0]
 
 
 class Decoder:
@@ -162,6 +167,11 @@ class AttentionEncoder(Encoder):
         """dhs (N,T,H); writes the grads (returns None, as Encoder.backward)."""
         self.lstm.backward(dhs)
 
+    def encode(self, xs):
+        """Inference only: every step's hidden state (N,T,H), as forward, in one compiled call
+        that keeps nothing for backward (generate uses it)."""
+        return _encode(self, xs, every_step=True)
+
 
 class AttentionDecoder:
     """Decoder with attention over all encoder states: state from enc_hs[:, -1]; the affine
@@ -213,6 +223,16 @@ class AttentionDecoder:
         return _generate(self, enc_hs[:, -1], start_id, sample_size, E=W_embed @ Wx, Wh=Wh,
                          lstm_bias=b.reshape(1, -1), W_out=W[H:], out_bias=b_out.reshape(1, -1),
                          enc_hs=enc_hs, W_ctx=W[:H])
+
+
+def _encode(encoder, xs, every_step):
+    W_embed, = encoder.embed._checked_params()
+    Wx, Wh, b = encoder.lstm._checked_params()
+    ids = checks.token_ids("xs", xs, W_embed.shape[0])
+    N, T = ids.shape
+    hs = np.empty((N, T if every_step else 1, Wh.shape[0]), Wh.dtype)
+    lstm_encode(hs, ids, W_embed @ Wx, Wh, b.reshape(1, -1), chunks())
+    return hs
 
 
 def _generate(decoder, h, start_id, sample_size, E, Wh, lstm_bias, W_out, out_bias,
@@ -303,7 +323,7 @@ class Seq2seq(BaseModel):
 
     def generate(self, xs, start_id, sample_size):
         """xs (N,Ts) question ids -> greedy answer ids (a list for N=1, else (N, sample_size))."""
-        return self.decoder.generate(self.encoder.forward(xs), start_id, sample_size)
+        return self.decoder.generate(self.encoder.encode(xs), start_id, sample_size)
 
 
 class PeekySeq2seq(Seq2seq):

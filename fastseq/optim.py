@@ -10,28 +10,36 @@ import math
 import numpy as np
 
 from .kernels.optim import adam_update, scale, sgd_update, sum_of_squares
+from .threads import chunks
 
 
-def _flat(name, arrays, i, a):
+def _flat(name, i, a, dtype):
     if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64) \
             or not a.flags.c_contiguous or not a.flags.writeable:
         raise TypeError(f"{name}[{i}] must be a writable C-contiguous float32/float64 array, "
                         f"got {getattr(a, 'dtype', type(a).__name__)}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name}[{i}] is {a.dtype} but {name}[0] is {dtype}; all must share one "
+                        "dtype")
     return a.reshape(-1)
+
+
+def _flats(name, arrays):
+    """The arrays as a tuple of 1-D views (one compiled call then updates them all)."""
+    dtype = arrays[0].dtype if len(arrays) and isinstance(arrays[0], np.ndarray) else None
+    return tuple(_flat(name, i, a, dtype) for i, a in enumerate(arrays))
 
 
 def _pairs(params, grads):
     if len(params) != len(grads):
         raise ValueError(f"params and grads must have the same length, got {len(params)} and "
                          f"{len(grads)}")
-    pairs = []
-    for i, (p, g) in enumerate(zip(params, grads)):
-        p, g = _flat("params", params, i, p), _flat("grads", grads, i, g)
+    flat_p, flat_g = _flats("params", params), _flats("grads", grads)
+    for i, (p, g) in enumerate(zip(flat_p, flat_g)):
         if p.shape != g.shape or p.dtype != g.dtype:
             raise ValueError(f"grads[{i}] ({g.dtype}, {g.size} values) does not match "
                              f"params[{i}] ({p.dtype}, {p.size} values)")
-        pairs.append((p, g))
-    return pairs
+    return flat_p, flat_g
 
 
 class SGD:
@@ -41,8 +49,8 @@ class SGD:
         self.lr = lr
 
     def update(self, params, grads):
-        for p, g in _pairs(params, grads):
-            sgd_update(p, g, self.lr)
+        if params:
+            sgd_update(*_pairs(params, grads), self.lr, chunks())
 
 
 class Adam:
@@ -55,28 +63,32 @@ class Adam:
         self.m = self.v = None
 
     def update(self, params, grads):
-        pairs = _pairs(params, grads)
+        if not params:
+            return
+        flat_p, flat_g = _pairs(params, grads)
         if self.m is None:
-            self.m = [np.zeros_like(p) for p, _ in pairs]
-            self.v = [np.zeros_like(p) for p, _ in pairs]
-        if len(self.m) != len(pairs):
-            raise ValueError(f"this Adam holds state for {len(self.m)} params but got "
-                             f"{len(pairs)}; use one optimizer per model")
+            self.m = [np.zeros_like(p) for p in params]
+            self.v = [np.zeros_like(p) for p in params]
+        if [m.shape for m in self.m] != [p.shape for p in params]:
+            raise ValueError(f"this Adam holds state for params of shapes "
+                             f"{[m.shape for m in self.m]}, got {[p.shape for p in params]}; "
+                             "use one optimizer per model")
         self.iter += 1
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
-        for (p, g), m, v in zip(pairs, self.m, self.v):
-            adam_update(p, g, m, v, lr_t, self.beta1, self.beta2, 1e-7)
+        adam_update(flat_p, flat_g, _flats("Adam.m", self.m), _flats("Adam.v", self.v), lr_t,
+                    self.beta1, self.beta2, 1e-7, chunks())
 
 
 def clip_grads(grads, max_norm):
     """Scale all grads in place by max_norm / (norm + 1e-6) when that is below 1, norm being
     the L2 norm of all of them together. Returns the norm."""
-    flat = [_flat("grads", grads, i, g) for i, g in enumerate(grads)]
-    norm = math.sqrt(sum(sum_of_squares(g) for g in flat))
+    if not grads:
+        return 0.0
+    flat = _flats("grads", grads)
+    norm = math.sqrt(sum_of_squares(flat, chunks()))
     rate = max_norm / (norm + 1e-6)
     if rate < 1:
-        for g in flat:
-            scale(g, rate)
+        scale(flat, rate, chunks())
     return norm
 
 

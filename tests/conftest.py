@@ -7,11 +7,18 @@ Tolerances are named once here. The fast layers are compared with their plain Nu
 blocking, fastmath reassociation), at float32 the kernels also use polynomial exp/tanh
 (relative error ~1.5e-7) that compounds over the time steps.
 """
+import os
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
 import fastseq
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # a test extra; only tests/test_properties.py needs it
+    settings = None
 
 # fast layer vs reference twin
 RTOL64 = 1e-10
@@ -30,6 +37,23 @@ FD_ATOL = 1e-8
 
 DTYPES = [np.float32, np.float64]
 THREAD_COUNTS = [1, 2]
+
+# Hypothesis profiles for tests/test_properties.py. "ci" (chosen when the environment variable
+# CI is set): derandomized (the same examples on every run), no example database, no deadline
+# (the first call of a kernel with new argument types compiles it), and enough examples per
+# test that the file runs at least PROPERTY_MIN_EXAMPLES_CI in total (checked at its end).
+# "dev" (the default elsewhere): fewer, random examples. HYPOTHESIS_PROFILE picks one by name.
+PROPERTY_MIN_EXAMPLES_CI = 500
+PROPERTY_EXAMPLES_PER_TEST = {"ci": 250, "dev": 25}
+if settings is not None:
+    settings.register_profile(
+        "ci", max_examples=PROPERTY_EXAMPLES_PER_TEST["ci"], deadline=None, derandomize=True,
+        database=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile(
+        "dev", max_examples=PROPERTY_EXAMPLES_PER_TEST["dev"], deadline=None,
+        suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                          or ("ci" if os.environ.get("CI") else "dev"))
 
 
 def tolerances(dtype):

@@ -44,6 +44,7 @@ def atomic_write(path, mode="wb", **open_kwargs):
 
 class _ArrayUnpickler(pickle.Unpickler):
     _ALLOWED = {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):

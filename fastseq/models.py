@@ -280,15 +280,23 @@ class BaseModel:
             raise ValueError(f"{file_name!r} holds {len(arrays)} arrays but {type(self).__name__} "
                              f"has {len(self.params)} params; was it saved from another model "
                              "or with other sizes?")
+        values = []
         for i, (p, a) in enumerate(zip(self.params, arrays)):
             if not isinstance(a, np.ndarray) or a.shape != p.shape:
                 got = a.shape if isinstance(a, np.ndarray) else type(a).__name__
                 raise ValueError(f"{file_name!r}: array {i} has shape {got}, but params[{i}] is "
                                  f"{p.shape}; was it saved with other sizes?")
-            if not np.isfinite(a).all():
-                raise ValueError(f"{file_name!r}: array {i} holds NaN or inf")
-        for p, a in zip(self.params, arrays):
-            p[...] = a
+            if a.dtype.kind not in "fiu":
+                raise ValueError(f"{file_name!r}: array {i} holds {a.dtype} values, not real "
+                                 "numbers")
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = a.astype(p.dtype)
+            if not np.isfinite(value).all():
+                raise ValueError(f"{file_name!r}: array {i} holds NaN or inf, or values too "
+                                 f"large for {p.dtype}")
+            values.append(value)
+        for p, value in zip(self.params, values):
+            p[...] = value
 
 
 class Seq2seq(BaseModel):

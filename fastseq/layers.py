@@ -241,7 +241,7 @@ def _constant_input(layer, const, W, b, work):
         raise ValueError(f"const has width {Dc} but the weights have {W.shape[0]} input rows; "
                          "const must own only the first rows of the input")
     bias_rows = work.get("const_bias", (const.shape[0], W.shape[1]), layer.dtype)
-    constant_input_forward(bias_rows, const, W[:Dc], b)
+    constant_input_forward(bias_rows, const, W[:Dc], b, chunks())
     return const, bias_rows
 
 

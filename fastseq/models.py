@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _checks as checks
 from ._files import atomic_write, load_arrays
+from .kernels.affine import constant_input_forward
 from .kernels.decode import greedy_decode, lstm_encode
 from .layers import TimeAffine, TimeAttention, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss
 from .threads import chunks
@@ -151,8 +152,12 @@ class PeekyDecoder:
         W, b_out = self.affine.params
         H = Wh.shape[0]
         h = checks.floats("h", h, Wh.dtype, (None, H))
+        lstm_bias = np.empty((h.shape[0], 4 * H), Wh.dtype)
+        constant_input_forward(lstm_bias, h, Wx[:H], b, chunks())
+        out_bias = np.empty((h.shape[0], W.shape[1]), Wh.dtype)
+        constant_input_forward(out_bias, h, W[:H], b_out, chunks())
         return _generate(self, h, start_id, sample_size, E=W_embed @ Wx[H:], Wh=Wh,
-                         lstm_bias=h @ Wx[:H] + b, W_out=W[H:], out_bias=h @ W[:H] + b_out)
+                         lstm_bias=lstm_bias, W_out=W[H:], out_bias=out_bias)
 
 
 class AttentionEncoder(Encoder):

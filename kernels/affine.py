@@ -64,15 +64,19 @@ def affine_backward(dparts, dW, db, dout, parts, W, n_chunks):
             column_sums(db[lo:hi], dout_all, lo)
 
 
-@kernel
-def constant_input_forward(bias_rows, x_const, W_const, b):
+@kernel(parallel=True)
+def constant_input_forward(bias_rows, x_const, W_const, b, n_chunks):
     """An input that is the same at every time step enters as one bias per batch row:
     bias_rows (N,M) = x_const (N,Dc) @ W_const (Dc,M) + b (M,)."""
-    gemm(bias_rows, x_const, W_const, False, False, 0.0)
-    for n in range(bias_rows.shape[0]):
-        row = bias_rows[n]
-        for m in range(row.shape[0]):
-            row[m] += b[m]
+    N = bias_rows.shape[0]
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            gemm(bias_rows[lo:hi], x_const[lo:hi], W_const, False, False, 0.0)
+            for n in range(lo, hi):
+                row = bias_rows[n]
+                for m in range(row.shape[0]):
+                    row[m] += b[m]
 
 
 @kernel

@@ -7,7 +7,6 @@ threads. The summary at the end gives, per workload, the median times, the speed
 reference and GFLOP/s as a share of the SGEMM rate measured at the start of the run.
 """
 
-import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 

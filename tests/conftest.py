@@ -8,6 +8,8 @@ blocking, fastmath reassociation), at float32 the kernels also use polynomial ex
 (relative error ~1.5e-7) that compounds over the time steps.
 """
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -123,3 +125,17 @@ def thread_count():
         yield fastseq.set_num_threads
     finally:
         fastseq.set_num_threads(previous)
+
+
+@pytest.fixture
+def run_python(tmp_path_factory):
+    """Runs ``python -c code *args`` in a new process, from an empty folder so that it imports
+    the installed fastseq as a user would (the source folder has no ``fastseq/kernels``: the
+    kernels are installed there from the top-level ``kernels/``). Returns the CompletedProcess,
+    with stdout and stderr as text."""
+    cwd = tmp_path_factory.mktemp("cwd")
+
+    def run(code, *args, env=None, timeout=300):
+        return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)
+    return run

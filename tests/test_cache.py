@@ -2,8 +2,6 @@
 
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -56,38 +54,53 @@ def test_stamp_covers_every_kernel_source(monkeypatch, tmp_path):
     assert jit._sources_digest() != before
 
 
-_SMALL_RUN = textwrap.dedent("""
+# A small embedding kernel and a parallel one (TimeLSTM's forward), run in a new process.
+_RUN = textwrap.dedent("""
     import warnings, numpy as np
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         import fastseq
         from fastseq.kernels.embedding import embedding_forward
-        layer = fastseq.TimeEmbedding(np.ones((5, 3), np.float32))
-        out = layer.forward(np.array([[0, 4, 2]]))
+        from fastseq.kernels.lstm import lstm_forward
+        out = fastseq.TimeEmbedding(np.ones((5, 3), np.float32)).forward(np.array([[0, 4, 2]]))
+        rng = np.random.default_rng(0)
+        D, H = 3, 2
+        lstm = fastseq.TimeLSTM(rng.standard_normal((D, 4 * H)).astype("f"),
+                                rng.standard_normal((H, 4 * H)).astype("f"), np.zeros(4 * H, "f"))
+        hs = lstm.forward(rng.standard_normal((2, 3, D)).astype("f"))
     assert out.shape == (1, 3, 3) and (out == 1).all()
+    stats = [embedding_forward.stats, getattr(lstm_forward, "dispatcher", lstm_forward).stats]
     print(len([w for w in caught if "fastseq" in str(w.message)]),
-          len(embedding_forward.stats.cache_hits), len(embedding_forward.stats.cache_misses))
+          *[f"{len(s.cache_hits)},{len(s.cache_misses)}" for s in stats], repr(hs.sum()))
 """)
 
 
-def _run(env):
-    result = subprocess.run([sys.executable, "-c", _SMALL_RUN], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return [int(v) for v in result.stdout.split()]
+@pytest.fixture
+def run(run_python):
+    """Runs _RUN with the environment variables given; returns (fastseq warnings, (hits,
+    misses) of the embedding kernel, (hits, misses) of the LSTM kernel, the LSTM's output sum)."""
+    def run_with(**variables):
+        env = dict(os.environ, **variables)
+        env.pop("NUMBA_DISABLE_JIT", None)
+        result = run_python(_RUN, env=env)
+        assert result.returncode == 0, result.stderr
+        warned, embedding, lstm, total = result.stdout.split()
+        return (int(warned), tuple(map(int, embedding.split(","))),
+                tuple(map(int, lstm.split(","))), total)
+    return run_with
 
 
-def test_second_process_loads_compiled_code_from_disk(tmp_path):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    warned, hits, misses = _run(env)
-    assert (warned, hits, misses) == (0, 0, 1)
-    warned, hits, misses = _run(env)
-    assert (warned, hits, misses) == (0, 1, 0)
+def test_second_process_loads_compiled_code_from_disk(run, tmp_path):
+    warned, embedding, lstm, first = run(NUMBA_CACHE_DIR=str(tmp_path))
+    assert (warned, embedding, lstm) == (0, (0, 1), (0, 1))
+    assert any(tmp_path.rglob("*.nbi")), "no cache index written"
+    warned, embedding, lstm, second = run(NUMBA_CACHE_DIR=str(tmp_path))
+    assert (warned, embedding, lstm) == (0, (1, 0), (1, 0)), "the second process compiled again"
+    assert second == first
 
 
-def test_unusable_cache_folder_still_runs(tmp_path):
+def test_unusable_cache_folder_still_runs(run, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(blocker))
-    warned, hits, misses = _run(env)
-    assert warned == 1 and hits == 0
+    warned, embedding, lstm, _ = run(NUMBA_CACHE_DIR=str(blocker))
+    assert warned == 1 and embedding[0] == 0 and lstm[0] == 0

@@ -1,4 +1,4 @@
-"""The kernels' activation helpers and the on-disk kernel cache.
+"""The kernels' activation helpers.
 
 ``fastseq.kernels.activations`` exp / sigmoid / tanh are callable only from compiled code, so
 each test compiles a tiny wrapper that maps one of them over an array, with the kernels' own
@@ -6,10 +6,6 @@ fastmath flags. float32: polynomial approximations, checked against float64 NumP
 float32 inputs wherever the true value is a normal float32. float64: libm, equal to NumPy to
 rounding.
 """
-import os
-import subprocess
-import sys
-import textwrap
 
 import numba
 import numpy as np
@@ -128,41 +124,3 @@ def test_activations_refuse_to_run_as_python():
     for name in ("exp", "sigmoid", "tanh"):
         with pytest.raises(TypeError, match="only be called from kernels"):
             getattr(activations, name)(np.float32(1.0))
-
-
-# ------------------------------------------------------------------- on-disk cache
-
-_LSTM_RUN = textwrap.dedent("""
-    import numpy as np
-    import fastseq
-    import fastseq.kernels.lstm as lstm
-    rng = np.random.default_rng(0)
-    D, H = 3, 2
-    layer = fastseq.TimeLSTM(rng.standard_normal((D, 4 * H)).astype("f"),
-                             rng.standard_normal((H, 4 * H)).astype("f"),
-                             np.zeros(4 * H, "f"))
-    hs = layer.forward(rng.standard_normal((2, 3, D)).astype("f"))
-    stats = getattr(lstm.lstm_forward, "dispatcher", lstm.lstm_forward).stats
-    print(len(stats.cache_hits), len(stats.cache_misses), repr(hs.sum()))
-""")
-
-
-def _run_lstm(env):
-    result = subprocess.run([sys.executable, "-c", _LSTM_RUN], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    hits, misses, total = result.stdout.split()
-    return int(hits), int(misses), total
-
-
-def test_second_process_loads_the_lstm_kernel_from_the_disk_cache(tmp_path):
-    """A parallel kernel (TimeLSTM's forward): compiled and written by the first process,
-    loaded without compiling by the second, with the same result."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    env.pop("NUMBA_DISABLE_JIT", None)
-    hits, misses, first = _run_lstm(env)
-    assert (hits, misses) == (0, 1)
-    assert any(tmp_path.rglob("*.nbi")), "no cache index written"
-    hits, misses, second = _run_lstm(env)
-    assert (hits, misses) == (1, 0), "the second process compiled lstm_forward again"
-    assert second == first

@@ -9,8 +9,6 @@ are known, and with a real model against its own one-question decoding.
 
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -354,7 +352,7 @@ def test_history_and_attention_pngs(tmp_path):
         plots.plot_attention(weights, ["a"], ["b"], tmp_path / "x.png")
 
 
-def test_file_plots_leave_pyplot_alone(tmp_path):
+def test_file_plots_leave_pyplot_alone(tmp_path, run_python):
     """Writing PNGs works without a display and neither imports pyplot nor picks a backend."""
     script = (
         "import sys, matplotlib\n"
@@ -366,8 +364,8 @@ def test_file_plots_leave_pyplot_alone(tmp_path):
         "assert dict.__getitem__(matplotlib.rcParams, 'backend') is backend, 'backend changed'\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "p.png")], check=True,
-                   env=env, timeout=120)
+    result = run_python(script, str(tmp_path / "p.png"), env=env)
+    assert result.returncode == 0, result.stderr
     assert (tmp_path / "p.png").read_bytes()[:8] == PNG_MAGIC
 
 

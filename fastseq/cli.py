@@ -1,8 +1,10 @@
-"""The ``fastseq`` command: ``train``, ``predict`` and ``eval``.
+"""The ``fastseq`` command: ``train``, ``predict``, ``eval``, ``export`` and ``import``.
 
     fastseq train [--task addition|date] [--model seq2seq|peeky|attention] [--out DIR] ...
     fastseq predict --params DIR/PeekySeq2seq.pkl "16+75"
     fastseq eval --params DIR/PeekySeq2seq.pkl --data addition.txt
+    fastseq export --params DIR/PeekySeq2seq.pkl --to torch model.pt
+    fastseq import --from torch model.pt --out DIR
 
 ``train`` follows the book's recipes (ch. 7 ``train_seq2seq.py``, ch. 8 ``train.py``): seed the
 global RNG, build the model, then per epoch ``Trainer.fit(max_epoch=1)`` and greedy decoding of
@@ -26,11 +28,13 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import tempfile
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -414,6 +418,19 @@ def _checked_settings(settings, path):
     return settings
 
 
+def _checked_vocabulary(obj, settings, vocab_path, settings_path):
+    """The Vocabulary saved as ``obj`` (``Vocabulary.to_dict()``), with as many characters as
+    the (checked) settings say."""
+    try:
+        vocab = datasets.Vocabulary.from_dict(obj)
+    except ValueError as e:
+        raise UsageError(f"{vocab_path}: {e}") from None
+    if len(vocab) != settings["vocab_size"]:
+        raise UsageError(f"{vocab_path} has {len(vocab)} characters but {settings_path} says "
+                         f"vocab_size {settings['vocab_size']}")
+    return vocab
+
+
 def load_trained(params_path):
     """(model, settings, vocab) from a params file and the settings.json / vocab.json beside
     it. Raises UsageError with a one-line reason."""
@@ -423,13 +440,8 @@ def load_trained(params_path):
     settings_path = os.path.join(folder, SETTINGS_FILE)
     settings = _checked_settings(_read_json(settings_path, "settings"), settings_path)
     vocab_path = os.path.join(folder, VOCAB_FILE)
-    try:
-        vocab = datasets.Vocabulary.from_dict(_read_json(vocab_path, "vocabulary"))
-    except ValueError as e:
-        raise UsageError(f"{vocab_path}: {e}") from None
-    if len(vocab) != settings["vocab_size"]:
-        raise UsageError(f"{vocab_path} has {len(vocab)} characters but {settings_path} says "
-                         f"vocab_size {settings['vocab_size']}")
+    vocab = _checked_vocabulary(_read_json(vocab_path, "vocabulary"), settings, vocab_path,
+                                settings_path)
     stem = os.path.splitext(os.path.basename(params_path))[0]
     if stem in MODEL_CLASSES and stem != settings["model"]:
         raise UsageError(f"{params_path} is named for a {stem} but {settings_path} describes a "
@@ -544,6 +556,122 @@ def cmd_eval(args):
 
 
 # ------------------------------------------------------------------------------------------
+# export, import (PyTorch)
+# ------------------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "fastseq-torch-1"  # the "format" entry of the files 'export' writes
+
+
+def _interop():
+    """fastseq.interop (which imports PyTorch), or a UsageError saying how to install it."""
+    try:
+        from . import interop
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+    return interop
+
+
+def add_export_parser(subparsers):
+    p = subparsers.add_parser(
+        "export", help="save a trained model as a PyTorch checkpoint",
+        description="Write a trained model as a PyTorch checkpoint: torch.save of a dict with "
+                    "'state_dict' (of fastseq.interop.to_torch(model)), 'settings' and 'vocab' "
+                    "(the settings.json and vocab.json of the run), all that is needed to "
+                    "rebuild the module with fastseq.interop.TORCH_MODULES[settings['model']] "
+                    "or to bring it back with 'fastseq import'. Needs PyTorch "
+                    "(pip install 'fastseq[torch]').")
+    p.add_argument("--params", required=True, metavar="FILE",
+                   help="params file written by 'fastseq train'")
+    p.add_argument("--to", required=True, choices=["torch"], help="the framework: torch")
+    p.add_argument("out", metavar="OUT.pt", help="the checkpoint file to write")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args):
+    interop = _interop()
+    model, settings, vocab = load_trained(args.params)
+    checkpoint = {"format": CHECKPOINT_FORMAT, "settings": settings, "vocab": vocab.to_dict(),
+                  "state_dict": interop.to_torch(model).state_dict()}
+    try:
+        with atomic_write(args.out, "wb") as f:
+            interop.torch.save(checkpoint, f)
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out!r}: {e.strerror or e}") from None
+    print(f"{args.out}: {settings['model']} (V={settings['vocab_size']}, "
+          f"D={settings['wordvec_size']}, H={settings['hidden_size']}) for PyTorch")
+    return 0
+
+
+def add_import_parser(subparsers):
+    p = subparsers.add_parser(
+        "import", help="bring a PyTorch checkpoint back as a fastseq params file",
+        description="Read a checkpoint written by 'fastseq export' (its state_dict may come "
+                    "from further training in PyTorch) and write <ModelClass>.pkl, "
+                    "settings.json and vocab.json into a folder, for 'fastseq predict' and "
+                    "'fastseq eval'. The params file has the book's format, float16. Needs "
+                    "PyTorch (pip install 'fastseq[torch]').")
+    p.add_argument("--from", dest="source", required=True, choices=["torch"],
+                   help="the framework: torch")
+    p.add_argument("checkpoint", metavar="IN.pt", help="checkpoint written by 'fastseq export'")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=cmd_import)
+
+
+def _read_checkpoint(interop, path):
+    """(module, settings, vocab) from a checkpoint written by 'fastseq export'. Loaded with
+    weights_only=True: a hostile file cannot run code."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{path!r} is not a file")
+    try:
+        with warnings.catch_warnings():  # e.g. about the pickle protocol; errors are enough
+            warnings.simplefilter("ignore")
+            checkpoint = interop.torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, KeyError,
+            IndexError, TypeError, AttributeError) as e:
+        raise UsageError(f"{path!r} is not a readable PyTorch checkpoint (truncated, or not "
+                         f"written by 'fastseq export'): {type(e).__name__}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path!r} is a PyTorch file but not a checkpoint written by "
+                         f"'fastseq export' (no \"format\": {CHECKPOINT_FORMAT!r})")
+    settings = _checked_settings(checkpoint.get("settings"), f"{path} (settings)")
+    vocab = _checked_vocabulary(checkpoint.get("vocab"), settings, f"{path} (vocab)",
+                                f"{path} (settings)")
+    module = interop.TORCH_MODULES[settings["model"]](
+        settings["vocab_size"], settings["wordvec_size"], settings["hidden_size"])
+    try:
+        module.load_state_dict(checkpoint.get("state_dict"))
+    except (RuntimeError, TypeError, AttributeError) as e:
+        why = str(e).strip().splitlines()[-1].strip()
+        raise UsageError(f"{path}: the state_dict does not fit a {settings['model']} with "
+                         f"these settings: {why}") from None
+    return module, settings, vocab
+
+
+def cmd_import(args):
+    interop = _interop()
+    module, settings, vocab = _read_checkpoint(interop, args.checkpoint)
+    try:
+        model = interop.from_torch(module)
+    except ValueError as e:
+        raise UsageError(f"{args.checkpoint}: {e}") from None
+    out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} exists and is not a folder")
+    params_path = os.path.join(out, settings["model"] + ".pkl")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with _hold_interrupt():  # all three files or none
+            model.save_params(params_path)
+            _write_json(os.path.join(out, VOCAB_FILE), vocab.to_dict())
+            _write_json(os.path.join(out, SETTINGS_FILE),
+                        dict(settings, imported_from=os.path.abspath(args.checkpoint)))
+    except OSError as e:
+        raise UsageError(f"--out: cannot write to {out!r}: {e.strerror or e}") from None
+    print(f"{params_path}: {settings['model']} from {args.checkpoint}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
 # main
 # ------------------------------------------------------------------------------------------
 
@@ -557,6 +685,8 @@ def build_parser():
     add_train_parser(subparsers)
     add_predict_parser(subparsers)
     add_eval_parser(subparsers)
+    add_export_parser(subparsers)
+    add_import_parser(subparsers)
     return parser
 
 

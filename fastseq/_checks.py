@@ -37,9 +37,14 @@ def floats(name, x, dtype, shape, dtype_of="the weights"):
 
 
 def token_ids(name, ids, V, shape=(None, None), ignore_label=None):
-    """ids as a C-contiguous int64 array of ``shape`` with values in [0, V) (or ignore_label)."""
+    """ids as a C-contiguous int64 array of ``shape`` with values in [0, V) (or ignore_label).
+    Any integer dtype is accepted (int8 .. uint64); its values are checked before the cast."""
     if not isinstance(ids, np.ndarray):
-        ids = np.asarray(ids)
+        try:
+            ids = np.asarray(ids)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"{name} must be a rectangular array of token ids of shape "
+                             f"{_shape_text(shape)}: {e}") from None
     if ids.dtype == np.bool_ or not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}; "
                         f"convert with {name}.astype(np.int64) if the values are whole numbers")
@@ -53,6 +58,31 @@ def token_ids(name, ids, V, shape=(None, None), ignore_label=None):
             raise ValueError(f"{name} holds token id {ids[outside].ravel()[0]}, outside {allowed} "
                              f"for a vocabulary of {V}; check the vocabulary the ids were encoded with")
     return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def one_hot_labels(name, ts, shape):
+    """The labels (N,T) of one-hot targets ts (N,T,V) of ``shape``: numbers, a single 1 per
+    (n, t) and 0 elsewhere (the book takes the argmax of anything; soft or empty rows would
+    train on a label nobody chose)."""
+    if ts.shape != shape:
+        raise ValueError(f"one-hot {name} must have the shape of xs {shape}, got {ts.shape}")
+    if ts.dtype.kind not in "biuf":
+        raise TypeError(f"one-hot {name} must hold numbers, got dtype {ts.dtype}")
+    if not ((ts == 0) | (ts == 1)).all() or (ts.sum(axis=2) != 1).any():
+        raise ValueError(f"one-hot {name} must hold a single 1 per (n, t) and 0 elsewhere; pass "
+                         f"integer labels (N, T) instead ({name}.argmax(axis=2) if that is meant)")
+    return ts.argmax(axis=2)
+
+
+def positive_number(name, value, allow_none=False):
+    """value as a float > 0 (inf allowed), or None when ``allow_none``; else ValueError."""
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not value > 0:
+        raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
+    return float(value)
 
 
 def weights(names, arrays):

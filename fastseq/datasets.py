@@ -156,7 +156,7 @@ class Vocabulary:
         """Ids (any iterable of ints, e.g. a row of ``x_train``) -> string."""
         out = []
         for i in np.asarray(ids).ravel().tolist():
-            if not isinstance(i, int) or not 0 <= i < len(self):
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self):
                 raise ValueError(f"Vocabulary.decode: id {i!r} is not in [0, {len(self)})")
             out.append(self.id_to_char[i])
         return "".join(out)

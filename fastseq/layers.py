@@ -121,12 +121,13 @@ class TimeLSTM(_Layer):
         zero_state = not self.stateful or self.h is None
         if zero_state:
             h0 = c0 = np.zeros((N, H), self.dtype)
-        else:
-            if self.h.shape[0] != N:
+        else:  # h and c are public attributes: checked here, not only in set_state
+            h0 = checks.floats("h", self.h, self.dtype, (None, H))
+            if h0.shape[0] != N:
                 raise ValueError(f"xs has batch size {N} but the stateful LSTM holds a state for "
-                                 f"{self.h.shape[0]} rows; call reset_state() or set_state()")
-            h0 = self.h
-            c0 = np.zeros((N, H), self.dtype) if self.c is None else self.c
+                                 f"{h0.shape[0]} rows; call reset_state() or set_state()")
+            c0 = (np.zeros((N, H), self.dtype) if self.c is None
+                  else checks.floats("c", self.c, self.dtype, (N, H)))
         work = self._work
         saved = (work.get("gates", (N, T, 4 * H), self.dtype),
                  work.get("cs", (N, T + 1, H), self.dtype),
@@ -269,9 +270,7 @@ class TimeSoftmaxWithLoss:
         xs = checks.floats("xs", xs, None, (None, None, None))
         N, T, V = xs.shape
         if isinstance(ts, np.ndarray) and ts.ndim == 3:  # one-hot targets
-            if ts.shape != xs.shape:
-                raise ValueError(f"one-hot ts must have the shape of xs {xs.shape}, got {ts.shape}")
-            ts = ts.argmax(axis=2)
+            ts = checks.one_hot_labels("ts", ts, xs.shape)
         labels = checks.token_ids("ts", ts, V, (N, T), self.ignore_label)
         probs = np.empty((N * T, V), xs.dtype)
         loss, kept, bad = softmax_cross_entropy_forward(

@@ -40,10 +40,40 @@ def _randn(rows, cols, scale, dtype):
 
 
 def _collect(obj, *layers):
+    obj._parts = layers
     obj.params, obj.grads = [], []
     for layer in layers:
         obj.params += layer.params
         obj.grads += layer.grads
+
+
+def _layers_arrays(obj):
+    """(params, grads): the arrays obj's layers hold now, concatenated as _collect did."""
+    if not hasattr(obj, "_parts"):  # a layer
+        return obj.params, obj.grads
+    params, grads = [], []
+    for part in obj._parts:
+        p, g = _layers_arrays(part)
+        params += p
+        grads += g
+    return params, grads
+
+
+def _check_shared(model):
+    """A model's params and grads must be the very arrays its layers use: an entry rebound in
+    either list (instead of updated in place) would leave the optimizer, load_params or
+    save_params working on an array the layers never read, silently."""
+    name = type(model).__name__
+    for kind, mine, layers in zip(("params", "grads"), (model.params, model.grads),
+                                  _layers_arrays(model)):
+        if len(mine) != len(layers):
+            raise ValueError(f"{name}.{kind} holds {len(mine)} arrays but its layers use "
+                             f"{len(layers)}; never add to or remove from {kind}")
+        for i, (a, b) in enumerate(zip(mine, layers)):
+            if a is not b:
+                raise ValueError(f"{name}.{kind}[{i}] is no longer the array its layer uses; "
+                                 f"update {kind} in place ({kind}[{i}][...] = new) instead of "
+                                 "replacing the array")
 
 
 class Encoder:
@@ -108,9 +138,7 @@ class Decoder:
 
     def generate(self, h, start_id, sample_size):
         """Greedy ids after start_id, starting from state h (N,H)."""
-        W_embed, = self.embed.params
-        Wx, Wh, b = self.lstm.params
-        W, b_out = self.affine.params
+        (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
         return _generate(self, h, start_id, sample_size, E=W_embed @ Wx, Wh=Wh,
                          lstm_bias=b.reshape(1, -1), W_out=W, out_bias=b_out.reshape(1, -1))
 
@@ -147,9 +175,7 @@ class PeekyDecoder:
 
     def generate(self, h, start_id, sample_size):
         """Greedy ids after start_id, with h (N,H) as initial state and peeked at every step."""
-        W_embed, = self.embed.params
-        Wx, Wh, b = self.lstm.params
-        W, b_out = self.affine.params
+        (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
         H = Wh.shape[0]
         h = checks.floats("h", h, Wh.dtype, (None, H))
         lstm_bias = np.empty((h.shape[0], 4 * H), Wh.dtype)
@@ -220,9 +246,7 @@ class AttentionDecoder:
 
     def generate(self, enc_hs, start_id, sample_size):
         """Greedy ids after start_id, attending over enc_hs (N,Ts,H)."""
-        W_embed, = self.embed.params
-        Wx, Wh, b = self.lstm.params
-        W, b_out = self.affine.params
+        (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
         H = Wh.shape[0]
         enc_hs = checks.floats("enc_hs", enc_hs, Wh.dtype, (None, None, H))
         return _generate(self, enc_hs[:, -1], start_id, sample_size, E=W_embed @ Wx, Wh=Wh,
@@ -240,12 +264,17 @@ def _encode(encoder, xs, every_step):
     return hs
 
 
+def _decoder_params(decoder):
+    """The params of a decoder's embedding, LSTM and affine, checked (still the arrays the
+    kernels may index) before generate computes anything from them."""
+    return tuple(layer._checked_params() for layer in (decoder.embed, decoder.lstm,
+                                                       decoder.affine))
+
+
 def _generate(decoder, h, start_id, sample_size, E, Wh, lstm_bias, W_out, out_bias,
               enc_hs=None, W_ctx=None):
     """Check the arguments, run the compiled greedy loop, return the book's result type."""
     V, H = W_out.shape[1], Wh.shape[0]
-    for layer in (decoder.embed, decoder.lstm, decoder.affine):
-        layer._checked_params()  # params still the arrays the kernels may index
     h = checks.floats("h", h, Wh.dtype, (None, H))
     N = h.shape[0]
     if isinstance(start_id, bool) or not isinstance(start_id, (int, np.integer)) \
@@ -272,6 +301,7 @@ class BaseModel:
     def save_params(self, file_name=None):
         """Write the params (as float16) to file_name, default '<ClassName>.pkl', atomically."""
         file_name = file_name or type(self).__name__ + ".pkl"
+        _check_shared(self)
         arrays = [p.astype(np.float16) for p in self.params]
         with atomic_write(file_name, "wb") as f:
             pickle.dump(arrays, f)
@@ -280,6 +310,7 @@ class BaseModel:
         """Read a params file (the book's or fastseq's) into the params, in place, cast to the
         model's dtype. The model is left unchanged if the file does not fit it."""
         file_name = file_name or type(self).__name__ + ".pkl"
+        _check_shared(self)
         arrays = load_arrays(file_name)
         if len(arrays) != len(self.params):
             raise ValueError(f"{file_name!r} holds {len(arrays)} arrays but {type(self).__name__} "
@@ -319,13 +350,19 @@ class Seq2seq(BaseModel):
 
     def forward(self, xs, ts):
         """xs (N,Ts) question ids, ts (N,Td+1) answer ids starting with the start symbol ->
-        mean loss of predicting ts[:, 1:] from ts[:, :-1]."""
+        mean loss of predicting ts[:, 1:] from ts[:, :-1]. As in the book, the last column
+        (a target only, never an input) may hold ignore_label (-1)."""
+        _check_shared(self)
         V = self.decoder.embed.params[0].shape[0]
         xs = checks.token_ids("xs", xs, V)
-        ts = checks.token_ids("ts", ts, V, (xs.shape[0], None))
+        ts = checks.token_ids("ts", ts, V, (xs.shape[0], None), self.softmax.ignore_label)
         if ts.shape[1] < 2:
             raise ValueError(f"ts must have at least 2 columns (the start symbol and one "
                              f"target), got shape {ts.shape}")
+        ignore = self.softmax.ignore_label
+        if (ts[:, :-1] == ignore).any():
+            raise ValueError(f"ts[:, :-1] (the decoder's input) holds ignore_label ({ignore}); "
+                             "only ts[:, -1], a target and never an input, may")
         h = self.encoder.forward(xs)
         score = self.decoder.forward(ts[:, :-1], h)
         return self.softmax.forward(score, ts[:, 1:])
@@ -336,6 +373,7 @@ class Seq2seq(BaseModel):
 
     def generate(self, xs, start_id, sample_size):
         """xs (N,Ts) question ids -> greedy answer ids (a list for N=1, else (N, sample_size))."""
+        _check_shared(self)
         return self.decoder.generate(self.encoder.encode(xs), start_id, sample_size)
 
 

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from . import _checks as checks
 from .kernels.optim import adam_update, scale, sgd_update, sum_of_squares
 from .threads import chunks
 
@@ -82,6 +83,7 @@ class Adam:
 def clip_grads(grads, max_norm):
     """Scale all grads in place by max_norm / (norm + 1e-6) when that is below 1, norm being
     the L2 norm of all of them together. Returns the norm."""
+    checks.positive_number("max_norm", max_norm)
     if not grads:
         return 0.0
     flat = _flats("grads", grads)

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from . import _checks as checks
 from .optim import clip_grads, remove_duplicate
 
 __all__ = ["Trainer", "TrainingDiverged", "eval_seq2seq", "generate_batch", "accuracy",
@@ -83,9 +84,7 @@ class Trainer:
         max_epoch = _whole("max_epoch", max_epoch, 0)
         batch_size = _whole("batch_size", batch_size, 1)
         eval_interval = _whole("eval_interval", eval_interval, 1, allow_none=True)
-        if max_grad is not None and (isinstance(max_grad, bool) or not isinstance(
-                max_grad, (int, float, np.integer, np.floating)) or not max_grad > 0):
-            raise ValueError(f"max_grad must be a positive number or None, got {max_grad!r}")
+        max_grad = checks.positive_number("max_grad", max_grad, allow_none=True)
         x, t = np.asarray(x), np.asarray(t)
         if x.ndim == 0 or t.ndim == 0 or len(x) != len(t):
             raise ValueError(f"x and t must be arrays with one row per example and the same "
@@ -102,7 +101,7 @@ class Trainer:
         # remove_duplicate only has work to do when the model shares a weight (tied
         # embeddings); find that out once instead of comparing every pair at every iteration.
         shared = len(remove_duplicate(params, [g.copy() for g in grads])[0]) < len(params)
-        clip_to = math.inf if max_grad is None else float(max_grad)  # inf: only the norm
+        clip_to = math.inf if max_grad is None else max_grad  # inf: only the norm
 
         bar = _progress_bar(progress, leave, max_epoch * max_iters,
                             f"epoch {self.current_epoch + 1}")

@@ -41,12 +41,20 @@ DTYPES = [np.float32, np.float64]
 THREAD_COUNTS = [1, 2]
 
 # Hypothesis profiles for tests/test_properties.py. "ci" (chosen when the environment variable
-# CI is set): derandomized (the same examples on every run), no example database, no deadline
-# (the first call of a kernel with new argument types compiles it), and enough examples per
-# test that the file runs at least PROPERTY_MIN_EXAMPLES_CI in total (checked at its end).
-# "dev" (the default elsewhere): fewer, random examples. HYPOTHESIS_PROFILE picks one by name.
+# CI is set, as .ci/run does): derandomized (the same examples on every run), no example
+# database, no deadline (the first call of a kernel with new argument types compiles it), and
+# enough examples per test that the file runs at least PROPERTY_MIN_EXAMPLES_CI in total
+# (checked at its end). "dev" (the default elsewhere): fewer, random examples.
+# HYPOTHESIS_PROFILE picks one by name.
 PROPERTY_MIN_EXAMPLES_CI = 500
 PROPERTY_EXAMPLES_PER_TEST = {"ci": 250, "dev": 25}
+
+
+def property_profile(environ):
+    """The name of the hypothesis profile to load in the environment ``environ``."""
+    return environ.get("HYPOTHESIS_PROFILE") or ("ci" if environ.get("CI") else "dev")
+
+
 if settings is not None:
     settings.register_profile(
         "ci", max_examples=PROPERTY_EXAMPLES_PER_TEST["ci"], deadline=None, derandomize=True,
@@ -54,8 +62,7 @@ if settings is not None:
     settings.register_profile(
         "dev", max_examples=PROPERTY_EXAMPLES_PER_TEST["dev"], deadline=None,
         suppress_health_check=[HealthCheck.too_slow])
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
-                          or ("ci" if os.environ.get("CI") else "dev"))
+    settings.load_profile(property_profile(os.environ))
 
 
 def tolerances(dtype):

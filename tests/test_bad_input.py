@@ -79,6 +79,30 @@ def test_embedding_rejects_empty_batches(shape):
         _embedding().forward(np.zeros(shape, np.int64))
 
 
+INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_ids_of_every_integer_dtype_are_accepted(dtype):
+    """Any integer dtype works as ids and labels, with the results of int64 ids."""
+    xs, ts = _ids(N, T), _ids(N, T)
+    if np.dtype(dtype).kind == "i":
+        ts[0, 0] = -1  # ignore_label, where the dtype can hold it
+    embedding, lstm = _embedding(), _lstm()
+    np.testing.assert_array_equal(embedding.forward(xs.astype(dtype)), embedding.forward(xs))
+    np.testing.assert_array_equal(lstm.forward(xs.astype(dtype), embed=embedding),
+                                  lstm.forward(xs, embed=embedding))
+    scores = _floats(N, T, V)
+    softmax = fast.TimeSoftmaxWithLoss()
+    assert softmax.forward(scores, ts.astype(dtype)) == softmax.forward(scores, ts)
+
+
+def test_ragged_ids_are_rejected():
+    with pytest.raises(ValueError, match=r"xs must be a rectangular array of token ids of "
+                                         r"shape \(any, any\)"):
+        _embedding().forward([[1, 2], [3]])
+
+
 @pytest.mark.parametrize("bad_label", [V, -2, -100])
 def test_softmax_rejects_labels_out_of_range(bad_label):
     ts = _ids(N, T)
@@ -100,6 +124,43 @@ def test_softmax_rejects_non_integer_labels(ts):
 def test_softmax_rejects_labels_of_the_wrong_shape(shape):
     with pytest.raises(ValueError, match=r"ts must have shape|one-hot ts must have the shape"):
         fast.TimeSoftmaxWithLoss().forward(_floats(N, T, V), np.zeros(shape, np.int64))
+
+
+def _one_hot(dtype=F32):
+    return np.eye(V, dtype=dtype)[_ids(N, T)]
+
+
+@pytest.mark.parametrize("case", ["all_zero_row", "two_ones", "soft", "nan", "minus_one"])
+def test_softmax_rejects_one_hot_targets_that_are_not_one_hot(case):
+    """The book takes the argmax of any (N,T,V) ts; a row that is not one-hot would silently
+    train on a label nobody chose."""
+    ts = _one_hot()
+    if case == "all_zero_row":
+        ts[1, 2] = 0
+    elif case == "two_ones":
+        ts[1, 2, :2] = 1
+    elif case == "soft":
+        ts = np.full((N, T, V), 1 / V, F32)
+    elif case == "nan":
+        ts[0, 0, 0] = np.nan
+    else:
+        ts[0, 0] = -1
+    with pytest.raises(ValueError, match=r"one-hot ts must hold a single 1 per \(n, t\) and 0 "
+                                         r"elsewhere.*ts\.argmax\(axis=2\)"):
+        fast.TimeSoftmaxWithLoss().forward(_floats(N, T, V), ts)
+
+
+@pytest.mark.parametrize("dtype", [np.str_, object, "M8[s]"], ids=["str", "object", "datetime"])
+def test_softmax_rejects_one_hot_targets_that_are_not_numbers(dtype):
+    with pytest.raises(TypeError, match=r"one-hot ts must hold numbers, got dtype"):
+        fast.TimeSoftmaxWithLoss().forward(_floats(N, T, V), _one_hot(np.int64).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.int64, F32, F64])
+def test_softmax_one_hot_targets_of_any_number_dtype_equal_labels(dtype):
+    xs, labels = _floats(N, T, V), _ids(N, T)
+    softmax = fast.TimeSoftmaxWithLoss()
+    assert softmax.forward(xs, np.eye(V, dtype=dtype)[labels]) == softmax.forward(xs, labels)
 
 
 def test_softmax_rejects_all_labels_ignored():
@@ -276,6 +337,35 @@ def test_stateful_batch_size_mismatch_at_next_forward():
     layer.forward(_floats(N, T, D))  # carry-over from that forward, then another batch size
     with pytest.raises(ValueError, match=r"xs has batch size 1 .*state for 3 rows"):
         layer.forward(_floats(1, T, D))
+
+
+@pytest.mark.parametrize("attr,value,error,match", [
+    ("h", np.zeros((N, H + 1), F32), ValueError,
+     rf"h must have shape \(any, {H}\), got \({N}, {H + 1}\)"),
+    ("h", np.zeros((N, H), F64), TypeError, r"h has dtype float64, expected float32"),
+    ("h", np.zeros((N, H)).tolist(), TypeError, r"h must be a float32 or float64 NumPy array"),
+    ("h", np.zeros((N + 1, H), F32), ValueError,
+     rf"xs has batch size {N} but the stateful LSTM holds a state for {N + 1} rows"),
+    ("c", np.zeros((N - 1, H), F32), ValueError, rf"c must have shape \({N}, {H}\), got"),
+    ("c", np.zeros((N, H), F64), TypeError, r"c has dtype float64, expected float32"),
+], ids=["h_width", "h_dtype", "h_list", "h_batch", "c_batch", "c_dtype"])
+def test_state_attributes_set_directly_are_checked_at_forward(attr, value, error, match):
+    """h and c are public attributes, so a stateful forward checks them like set_state does:
+    the kernel would otherwise read a state of the wrong size or dtype."""
+    layer = _lstm(stateful=True)
+    layer.forward(_floats(N, T, D))
+    setattr(layer, attr, value)
+    with pytest.raises(error, match=match):
+        layer.forward(_floats(N, T, D))
+
+
+def test_state_attributes_in_any_layout_work():
+    layer, twin = _lstm(stateful=True), _lstm(stateful=True)
+    h, c = _floats(N, H), _floats(N, H)
+    layer.h, layer.c = np.asfortranarray(h), np.repeat(c, 2, axis=1)[:, ::2]  # F order, strided
+    twin.set_state(h, c)
+    xs = _floats(N, T, D)
+    np.testing.assert_array_equal(layer.forward(xs), twin.forward(xs))
 
 
 # ------------------------------------------------------------------- weights

@@ -469,6 +469,9 @@ def test_vocabulary_round_trip():
         vocab.encode("19")
     with pytest.raises(ValueError, match=r"id 5 is not in \[0, 5\)"):
         vocab.decode([0, 5])
+    for bad in ([-1], [1.0], [True]):  # a bool is no id (it would decode as 0 or 1)
+        with pytest.raises(ValueError, match=rf"id {bad[0]!r} is not in \[0, 5\)"):
+            vocab.decode(bad)
     with pytest.raises(ValueError, match="distinct"):
         ds.Vocabulary("aba")
     with pytest.raises(ValueError, match="chars"):

@@ -11,15 +11,14 @@ the fast layer (or model) and the reference twin and compares every output and e
 with the named tolerances of conftest.py.
 
 Profiles (conftest.py): "ci" when the environment variable CI is set (derandomized, at least
-PROPERTY_MIN_EXAMPLES_CI examples over the file, counted and checked by the last test), "dev"
-otherwise.
+PROPERTY_MIN_EXAMPLES_CI examples over the file), "dev" otherwise. The last test checks both
+the ci profile's configuration and the examples every property actually ran, in every run.
 """
 import collections
-import os
+import functools
 
 import numpy as np
-import pytest
-from hypothesis import given, settings
+from hypothesis import given, is_hypothesis_test, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
@@ -27,7 +26,7 @@ import fastseq
 import fastseq.layers as fast
 import fastseq.reference as reference
 import fastseq.reference.layers as ref
-from conftest import PROPERTY_MIN_EXAMPLES_CI, assert_close, tolerances
+from conftest import PROPERTY_MIN_EXAMPLES_CI, assert_close, property_profile, tolerances
 
 DTYPES = st.sampled_from([np.float32, np.float64])
 LAYOUTS = st.sampled_from(["contiguous", "reversed", "strided", "fortran"])
@@ -40,7 +39,15 @@ H_ = st.integers(1, 7)
 V_ = st.integers(2, 9)
 
 EXAMPLES = collections.Counter()  # examples run per property test, for the final check
-PROPERTIES = ["embedding", "lstm", "affine", "softmax_with_loss", "attention", "model"]
+
+
+def counted(test):
+    """Counts every example ``test`` runs in EXAMPLES, under its name (put it below @given)."""
+    @functools.wraps(test)
+    def run(**kwargs):
+        EXAMPLES[test.__name__] += 1
+        return test(**kwargs)
+    return run
 
 
 def laid_out(values, layout):
@@ -107,8 +114,8 @@ def compare(got, want, dtype):
 # =================================================================== layers
 
 @given(dtype=DTYPES, layout=LAYOUTS, N=N_, T=T_, V=V_, D=D_, threads=THREADS, seed=SEEDS)
+@counted
 def test_embedding(dtype, layout, N, T, V, D, threads, seed):
-    EXAMPLES["embedding"] += 1
     data = Data(seed, dtype)
     W = data.floats((V, D))
     xs = data.ids((N, T), V, layout)
@@ -131,10 +138,10 @@ LSTM_INPUTS = st.sampled_from(["xs", "const", "embed", "const+embed"])
 
 @given(dtype=DTYPES, layouts=st.tuples(LAYOUTS, LAYOUTS, LAYOUTS), N=N_, T=T_, D=D_, H=H_,
        V=V_, Dc=D_, state=LSTM_STATES, inputs=LSTM_INPUTS, threads=THREADS, seed=SEEDS)
+@counted
 def test_lstm(dtype, layouts, N, T, D, H, V, Dc, state, inputs, threads, seed):
     """TimeLSTM.forward(xs, const=, embed=) and backward; the twin sees what they stand for:
     the embedded ids, concat([const at every step, xs]) (const first)."""
-    EXAMPLES["lstm"] += 1
     xs_layout, dhs_layout, const_layout = layouts
     data = Data(seed, dtype)
     with_const, with_embed = "const" in inputs, "embed" in inputs
@@ -200,10 +207,10 @@ def test_lstm(dtype, layouts, N, T, D, H, V, Dc, state, inputs, threads, seed):
 @given(dtype=DTYPES, layouts=st.tuples(LAYOUTS, LAYOUTS, LAYOUTS), N=N_, T=T_, M=V_,
        widths=st.lists(D_, min_size=1, max_size=3), as_tuple=st.booleans(),
        Dc=st.one_of(st.none(), D_), threads=THREADS, seed=SEEDS)
+@counted
 def test_affine(dtype, layouts, N, T, M, widths, as_tuple, Dc, threads, seed):
     """TimeAffine.forward(x or a tuple of parts, const=); the twin sees the concatenation
     concat([const at every step, *parts])."""
-    EXAMPLES["affine"] += 1
     x_layout, dout_layout, const_layout = layouts
     data = Data(seed, dtype)
     if not as_tuple:
@@ -243,9 +250,9 @@ def test_affine(dtype, layouts, N, T, M, widths, as_tuple, Dc, threads, seed):
 @given(dtype=DTYPES, layouts=st.tuples(LAYOUTS, LAYOUTS), N=N_, T=T_, V=V_,
        ignored=st.floats(0, 0.9), one_hot=st.booleans(), scale=st.sampled_from([0.5, 3.0, 30.0]),
        dout=st.sampled_from([1, 0.37, 2.0]), threads=THREADS, seed=SEEDS)
+@counted
 def test_softmax_with_loss(dtype, layouts, N, T, V, ignored, one_hot, scale, dout, threads,
                            seed):
-    EXAMPLES["softmax_with_loss"] += 1
     xs_layout, ts_layout = layouts
     data = Data(seed, dtype)
     xs = data.floats((N, T, V), xs_layout, scale=scale)
@@ -271,8 +278,8 @@ def test_softmax_with_loss(dtype, layouts, N, T, V, ignored, one_hot, scale, dou
 
 @given(dtype=DTYPES, layouts=st.tuples(LAYOUTS, LAYOUTS, LAYOUTS), N=N_, Ts=T_, Td=T_, H=H_,
        threads=THREADS, seed=SEEDS)
+@counted
 def test_attention(dtype, layouts, N, Ts, Td, H, threads, seed):
-    EXAMPLES["attention"] += 1
     enc_layout, dec_layout, dout_layout = layouts
     data = Data(seed, dtype)
     hs_enc = data.floats((N, Ts, H), enc_layout)
@@ -299,10 +306,10 @@ MODEL_NAMES = st.sampled_from(["Seq2seq", "PeekySeq2seq", "AttentionSeq2seq"])
 @given(name=MODEL_NAMES, dtype=DTYPES, layouts=st.tuples(LAYOUTS, LAYOUTS), N=N_, Ts=T_, Td=T_,
        V=V_, D=D_, H=H_, weights=st.sampled_from(["book_init", "random"]),
        sample_size=st.integers(0, 6), threads=THREADS, seed=SEEDS)
+@counted
 def test_model(name, dtype, layouts, N, Ts, Td, V, D, H, weights, sample_size, threads, seed):
     """Loss, every grad and the attention weights; at float64 also the greedy ids (at float32
     an exact near-tie of two scores may legitimately pick the other id)."""
-    EXAMPLES["model"] += 1
     xs_layout, ts_layout = layouts
     data = Data(seed, dtype)
     xs = data.ids((N, Ts), V, xs_layout)
@@ -350,16 +357,29 @@ def test_model(name, dtype, layouts, N, Ts, Td, V, D, H, weights, sample_size, t
 
 # =================================================================== the example count
 
-def test_ci_profile_runs_enough_examples():
-    """The issue asks for at least PROPERTY_MIN_EXAMPLES_CI examples in every CI run. Checked
-    after the properties above ran (pytest runs a file's tests in order), when all of them ran
-    in this session under the ci profile."""
-    if settings.get_current_profile_name() != "ci":
-        pytest.skip("the example count is a requirement of the ci profile")
-    if set(EXAMPLES) != set(PROPERTIES):
-        pytest.skip(f"only {sorted(EXAMPLES)} of the properties ran in this session")
-    total = sum(EXAMPLES.values())
-    print(f"hypothesis examples run: {total} ({dict(EXAMPLES)})")
-    assert total >= PROPERTY_MIN_EXAMPLES_CI, dict(EXAMPLES)
-    if os.environ.get("CI"):
-        assert settings.default.derandomize and settings.default.deadline is None
+def test_every_property_runs_its_examples(request):
+    """At least PROPERTY_MIN_EXAMPLES_CI examples in every CI run (issue 6), checked in every
+    run, whatever the profile, in two parts:
+
+    - the configuration: CI selects the "ci" profile (fixed examples, no deadline), whose
+      max_examples per property, over the properties of this file, add up to the minimum;
+    - the count: every property selected to run before this test (all of them when the file
+      runs whole: pytest runs a file's tests in order) ran at least the active profile's
+      max_examples examples, i.e. hypothesis did not stop early.
+    """
+    properties = {obj for obj in globals().values() if is_hypothesis_test(obj)}
+    ci = settings.get_profile("ci")
+    assert property_profile({"CI": "true"}) == "ci"
+    assert ci.derandomize and ci.deadline is None and ci.database is None
+    assert ci.max_examples * len(properties) >= PROPERTY_MIN_EXAMPLES_CI
+
+    items = request.session.items
+    ran = [item.name for item in items[:items.index(request.node)]
+           if getattr(item, "obj", None) in properties]
+    profile, wanted = settings.get_current_profile_name(), settings.default.max_examples
+    print(f"hypothesis profile {profile!r}: {sum(EXAMPLES.values())} examples {dict(EXAMPLES)}")
+    for name in ran:
+        assert EXAMPLES[name] >= wanted, \
+            f"{name} ran {EXAMPLES[name]} examples, fewer than max_examples={wanted}"
+    if profile == "ci" and len(ran) == len(properties):
+        assert sum(EXAMPLES.values()) >= PROPERTY_MIN_EXAMPLES_CI

@@ -420,7 +420,10 @@ def test_bad_question_ids(name, case, entry):
 BAD_TS = {
     "id_V": (lambda: _with(V, (N, Td + 1), (2, 3)), ValueError, rf"ts holds token id {V}"),
     "id_minus_1_input": (lambda: _with(-1, (N, Td + 1), (0, 0)), ValueError,
-                         r"ts holds token id -1"),
+                         r"ts\[:, :-1\] \(the decoder's input\) holds ignore_label \(-1\); "
+                         r"only ts\[:, -1\], a target and never an input, may"),
+    "id_minus_1_middle": (lambda: _with(-1, (N, Td + 1), (2, Td - 1)), ValueError,
+                          r"ts\[:, :-1\] \(the decoder's input\) holds ignore_label"),
     "id_negative_target": (lambda: _with(-5, (N, Td + 1), (1, Td)), ValueError,
                            r"ts holds token id -5"),
     "float": (lambda: _with(1, (N, Td + 1)).astype(F64), TypeError,
@@ -446,6 +449,85 @@ def test_bad_answer_ids(name, case):
     with pytest.raises(error, match=match):
         _call(model, "forward", ts=make())
     assert_unchanged(model, snap)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_ignore_label_in_the_last_answer_column(name):
+    """ts[:, -1] is only a target, never a decoder input: as in the book it may be
+    ignore_label (-1), which leaves those rows' last step out of the loss."""
+    import fastseq.reference as reference
+    rng = np.random.default_rng(7)
+    xs, ts = ids(rng, N, Ts), answers(rng)
+    ts[[0, 2], -1] = -1
+    model = make_model(name, F64)
+    np.random.seed(0)
+    twin = getattr(reference, name)(V, D, H, dtype=F64)
+    loss = model.forward(xs, ts)
+    np.testing.assert_allclose(loss, twin.forward(xs, ts), rtol=1e-10)
+    model.backward()
+    twin.backward()
+    for i, (g, g_twin) in enumerate(zip(model.grads, twin.grads)):
+        np.testing.assert_allclose(g, g_twin, rtol=1e-9, atol=1e-12, err_msg=f"grads[{i}]")
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32,
+                                   np.uint64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", MODELS)
+def test_ids_of_every_integer_dtype_give_the_int64_results(name, dtype):
+    rng = np.random.default_rng(8)
+    xs, ts = ids(rng, N, Ts), answers(rng)
+    model = make_model(name, F64)
+    assert model.forward(xs.astype(dtype), ts.astype(dtype)) == model.forward(xs, ts)
+    assert_array_equal(model.generate(xs.astype(dtype), START_ID, 3),
+                       model.generate(xs, START_ID, 3))
+
+
+@pytest.mark.parametrize("which", ["embed", "lstm", "affine"])
+@pytest.mark.parametrize("name", MODELS)
+def test_generate_checks_the_params_before_using_them(name, which, capfd):
+    """A decoder param rebound to another array is refused before any product is computed
+    from it (PeekyDecoder.generate projects h through Wx[:H] first)."""
+    model = make_model(name)
+    layer = getattr(model.decoder, which)
+    layer.params[0] = np.zeros((1, 1), F32)
+    # the model's check names the model's list; the decoder's own check, the layer's
+    with pytest.raises(ValueError, match=r"params\[\d+\] is no longer .* update params in place"):
+        model.generate(ids(np.random.default_rng(0), N, Ts), START_ID, 3)
+    h = np.zeros((N, H), F32)
+    with pytest.raises(ValueError, match=r"params\[0\] is no longer .* update params in place"):
+        model.decoder.generate(h[:, None].repeat(Ts, 1) if name == "AttentionSeq2seq" else h,
+                               START_ID, 3)
+    assert "SGEMM" not in capfd.readouterr().err  # OpenBLAS never saw the bad array
+
+
+@pytest.mark.parametrize("how", ["model_param", "model_grad", "layer_param", "appended"])
+@pytest.mark.parametrize("name", MODELS)
+def test_model_lists_rebound_instead_of_updated_in_place(name, how, tmp_path):
+    """model.params[i] = new (or a layer's params[i] = new, of the same shape and dtype) would
+    leave the optimizer, save_params and load_params on an array the layers never read: every
+    entry that uses the lists refuses, naming the entry."""
+    model = make_model(name)
+    if how == "model_param":
+        model.params[6] = model.params[6].copy()
+        match = rf"{name}\.params\[6\] is no longer the array its layer uses; update params in place"
+    elif how == "model_grad":
+        model.grads[2] = model.grads[2].copy()
+        match = rf"{name}\.grads\[2\] is no longer the array its layer uses"
+    elif how == "layer_param":
+        model.encoder.lstm.params[0] = model.encoder.lstm.params[0].copy()
+        match = rf"{name}\.params\[1\] is no longer the array its layer uses"
+    else:
+        model.params.append(model.params[0])
+        match = rf"{name}\.params holds 11 arrays but its layers use 10"
+    rng = np.random.default_rng(0)
+    calls = [lambda: model.forward(ids(rng, N, Ts), answers(rng)),
+             lambda: model.generate(ids(rng, N, Ts), START_ID, 2),
+             lambda: model.save_params(tmp_path / "p.pkl"),
+             lambda: model.load_params(tmp_path / "p.pkl")]
+    for call in calls:
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert not os.listdir(tmp_path)
 
 
 BAD_START = [V, V + 5, -1, -V, 1.0, 3.5, np.float64(3), True, "3", None, [3], np.array([3])]

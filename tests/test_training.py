@@ -132,7 +132,7 @@ def test_epochs_continue_across_fit_calls(data):
     (dict(batch_size=1000), "larger than the data"),
     (dict(batch_size=0), "batch_size"),
     (dict(eval_interval=0), "eval_interval"),
-    (dict(max_grad=-1.0), "max_grad"),
+    (dict(max_grad=-1.0), "max_grad must be a positive number or None, got -1.0"),
     (dict(max_epoch=-1), "max_epoch"),
 ])
 def test_fit_rejects_bad_arguments(data, kwargs, match):
@@ -140,6 +140,15 @@ def test_fit_rejects_bad_arguments(data, kwargs, match):
     args = dict(max_epoch=1, batch_size=BATCH) | kwargs
     with pytest.raises(ValueError, match=match):
         Trainer(make_model(vocab), Adam()).fit(x, t, **args)
+
+
+@pytest.mark.parametrize("max_norm", [-1.0, 0, float("nan"), True, "5", None])
+def test_clip_grads_rejects_a_max_norm_that_is_not_positive(max_norm):
+    """A negative max_norm would flip every gradient (gradient ascent); NaN would never clip."""
+    grads = [np.ones((2, 3), np.float32), np.ones(4, np.float32)]
+    with pytest.raises(ValueError, match=r"max_norm must be a positive number, got"):
+        clip_grads(grads, max_norm)
+    assert all((g == 1).all() for g in grads)
 
 
 def test_fit_rejects_mismatched_rows(data):

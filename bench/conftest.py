@@ -1,73 +1,84 @@
-"""pytest-benchmark suite: fastseq vs fastseq.reference, measured in one run.
+"""pytest-benchmark suite: fastseq vs fastseq.reference (and PyTorch, when it is installed),
+measured in one run.
 
 Each workload is checked once against the reference, then timed (compilation happens in the
-check, outside the timed region). NumPy's BLAS is limited to fastseq's thread count for the
-whole session, so the SGEMM rate, the reference and fastseq all use the same number of
-threads. The summary at the end gives, per workload, the median times, the speedup over the
-reference and GFLOP/s as a share of the SGEMM rate measured at the start of the run.
+check, outside the timed region). NumPy's BLAS and PyTorch are limited to fastseq's thread
+count for the whole session, so the SGEMM rate, the reference, PyTorch and fastseq all use the
+same number of threads. The summary at the end is the table of ``fastseq bench``: per
+workload, the median time, examples/s, GFLOP/s as a share of the SGEMM rate measured at the
+start of the run, and the speedups over the reference and PyTorch.
 """
 
 import pytest
-from threadpoolctl import threadpool_limits
 
 import fastseq
-from fastseq.benchmarks import sgemm_gflops
+from fastseq import benchmarks
 
-_results = {}  # workload name -> {"fastseq": (median s, workload), "reference": ...}
+TORCH_VERSION = benchmarks.torch_version()
+
+_results = {}  # workload name -> (workload, {side: median seconds per call})
+_sgemm = []  # the session's SGEMM rate, for the summary
 
 
 @pytest.fixture(scope="session", autouse=True)
 def same_thread_count():
-    with threadpool_limits(fastseq.get_num_threads(), user_api="blas"):
+    with benchmarks.thread_limits(fastseq.get_num_threads(), torch=TORCH_VERSION is not None):
         yield
 
 
 @pytest.fixture(scope="session")
 def sgemm_rate(same_thread_count):
-    return sgemm_gflops()
+    _sgemm.append(benchmarks.sgemm_gflops())
+    return _sgemm[0]
 
 
 @pytest.fixture
 def measure(benchmark, sgemm_rate):
-    """measure(workload, "fastseq" | "reference"): check once, then time with pytest-benchmark."""
+    """measure(workload, side): side is one of benchmarks.SIDES; fastseq is checked against the reference
+    once before it is timed. Timed with pytest-benchmark; the medians feed the summary."""
 
     def run(workload, side):
-        if side == "fastseq":
+        if side == "torch":
+            if TORCH_VERSION is None:
+                pytest.skip("PyTorch is not installed (optional: pip install 'fastseq[torch]')")
+            if not hasattr(workload, "torch_setup"):
+                pytest.skip("no PyTorch equivalent of this workload")
+            fn = workload.torch_setup()
+        elif side == "reference":
+            if workload.reference is None:
+                pytest.skip("no reference for this workload")
+            fn = workload.reference
+        else:
             workload.check()
-        fn = workload.fast if side == "fastseq" else workload.reference
+            fn = workload.fast
         benchmark.group = workload.name
-        benchmark.pedantic(fn, warmup_rounds=1, rounds=_rounds(benchmark, workload), iterations=1)
-        median = benchmark.stats.stats.median
-        examples = workload.examples if side == "fastseq" else workload.reference_examples
-        benchmark.extra_info["examples_per_s"] = examples / median
-        if workload.flops and side == "fastseq":
-            gflops = workload.flops / median / 1e9
-            benchmark.extra_info["gflops"] = gflops
-            benchmark.extra_info["share_of_sgemm"] = gflops / sgemm_rate
-        benchmark.extra_info["sgemm_gflops"] = sgemm_rate
-        benchmark.extra_info["threads"] = fastseq.get_num_threads()
-        _results.setdefault(workload.name, {})[side] = (median / examples, workload)
+        single = side == "fastseq" and getattr(workload, "single_run", False)
+        benchmark.pedantic(fn, warmup_rounds=0 if single else 1,
+                           rounds=1 if single else _rounds(workload), iterations=1)
+        seconds = benchmark.stats.stats.median
+        _results.setdefault(workload.name, (workload, {}))[1][side] = seconds
+        if side == "fastseq":
+            row = benchmarks.result_row(workload, {"fastseq": seconds}, sgemm_rate)
+            benchmark.extra_info.update(
+                {k: row[k] for k in ("examples_per_s", "gflops", "sgemm_share")},
+                sgemm_gflops=sgemm_rate, threads=fastseq.get_num_threads())
 
     return run
 
 
-def _rounds(benchmark, workload):
-    return 5 if (workload.flops or 0) > 5e9 else 20
+def _rounds(workload):
+    flops = workload.flops or 0
+    return 3 if flops > 1e11 else 5 if flops > 5e9 else 20
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _results:
-        return
-    write = terminalreporter.write_line
-    write("")
-    write(f"fastseq vs reference ({fastseq.get_num_threads()} threads; per example, median)")
-    write(f"{'workload':66s} {'fastseq':>11s} {'reference':>11s} {'speedup':>8s} {'GFLOP/s':>8s}")
-    for name, sides in _results.items():
-        fast = sides.get("fastseq")
-        slow = sides.get("reference")
-        fast_s = f"{fast[0] * 1e6:9.1f}us" if fast else "-"
-        slow_s = f"{slow[0] * 1e6:9.1f}us" if slow else "-"
-        ratio = f"{slow[0] / fast[0]:7.2f}x" if fast and slow else "-"
-        flops = fast[1].flops if fast else None
-        gflops = f"{flops / (fast[0] * fast[1].examples) / 1e9:8.1f}" if flops else "-"
-        write(f"{name:66s} {fast_s:>11s} {slow_s:>11s} {ratio:>8s} {gflops:>8s}")
+    shared = {getattr(w, "reference_key", name): seconds["reference"]
+              for name, (w, seconds) in _results.items() if "reference" in seconds}
+    rows = [benchmarks.result_row(
+                workload, dict(seconds, reference=shared.get(
+                    getattr(workload, "reference_key", workload.name))), _sgemm[0])
+            for workload, seconds in _results.values() if "fastseq" in seconds]
+    if rows:
+        terminalreporter.write_line("")
+        terminalreporter.write_line(benchmarks.format_table(
+            rows, _sgemm[0], fastseq.get_num_threads(), TORCH_VERSION))

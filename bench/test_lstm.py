@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastseq.benchmarks import LSTM_SHAPES, LSTMStep
+from fastseq.benchmarks import LSTM_SHAPES, SIDES, LSTMStep
 
 _workloads = {}
 
@@ -13,7 +13,7 @@ def _workload(shape):
     return _workloads[shape]
 
 
-@pytest.mark.parametrize("side", ["fastseq", "reference"])
+@pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("shape", LSTM_SHAPES, ids=lambda s: "N{}_T{}_D{}_H{}".format(*s))
 def test_lstm_forward_backward(measure, shape, side):
     measure(_workload(shape), side)

@@ -1,22 +1,33 @@
-"""Workloads that measure fastseq against ``fastseq.reference``, shared by ``fastseq bench`` and
-the pytest-benchmark suite in ``bench/``.
+"""Workloads that measure fastseq against ``fastseq.reference`` (and PyTorch, when it is
+installed), shared by ``fastseq bench`` and the pytest-benchmark suite in ``bench/``.
 
 A workload builds seeded inputs once and offers ``fast()`` (one call of fastseq), ``reference()``
 (the same work with the plain NumPy twin), ``check()`` (runs both once and raises
 AssertionError unless they agree), ``flops`` (floating-point operations of one call of the
-book's algorithm, for GFLOP/s), ``examples`` (sequences per ``fast()`` call, for examples/s)
-and ``reference_examples`` (per ``reference()`` call).
-Speed is reported as ratios measured in one run: fastseq vs reference, and GFLOP/s vs the
-machine's float32 GEMM rate (``sgemm_gflops``).
+book's algorithm, for GFLOP/s; None when not meaningful), ``examples`` (sequences per
+``fast()`` call, for examples/s) and ``reference_examples`` (per ``reference()`` call).
+Workloads with a PyTorch equivalent also have ``torch_setup()`` (returns a function doing the
+same work with PyTorch on the same inputs and weights; needs ``fastseq.interop``).
+Speed is reported as ratios measured in one run: fastseq vs reference (and vs PyTorch), and
+GFLOP/s vs the machine's float32 GEMM rate (``sgemm_gflops``).
 """
 
+import contextlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 
-from . import layers, models
+from . import datasets, layers, models
 from . import reference as ref
+from .optim import Adam, clip_grads, remove_duplicate
+from .training import Trainer
 
+SIDES = ("fastseq", "reference", "torch")  # what a workload is timed with
 LSTM_SHAPES = ((128, 7, 16, 128), (128, 4, 144, 128), (128, 29, 16, 256), (20, 35, 650, 650))
 
 # The book's settings: (model, V, D, H, question steps, answer steps incl. the start symbol)
@@ -80,6 +91,21 @@ class LSTMStep:
         for i, (g, r) in enumerate(zip(self.fast_layer.grads, self.ref_layer.grads)):
             _assert_close(f"grads[{i}]", g, r, 1e-3, 1e-4 * np.abs(r).max())
 
+    def torch_setup(self):
+        """torch.nn.LSTM with the same weights: forward, then backward of dhs (dxs included)."""
+        import torch
+        from .interop import lstm_to_torch
+        lstm = lstm_to_torch(self.fast_layer)
+        xs = torch.from_numpy(self.xs).requires_grad_()
+        dhs = torch.from_numpy(self.dhs)
+
+        def run():
+            xs.grad = None
+            lstm.zero_grad(set_to_none=True)
+            hs, _ = lstm(xs)
+            hs.backward(dhs)
+        return run
+
 
 def _model_pair(name, V, D, H, seed):
     np.random.seed(seed)
@@ -117,6 +143,18 @@ class ModelStep:
         for i, (g, r) in enumerate(zip(self.fast_model.grads, self.ref_model.grads)):
             _assert_close(f"grads[{i}]", g, r, 1e-3, 1e-3 * np.abs(r).max())
 
+    def torch_setup(self):
+        """The model exported with ``fastseq.interop.to_torch``: loss, then backward."""
+        import torch
+        from .interop import to_torch
+        module = to_torch(self.fast_model)
+        xs, ts = torch.from_numpy(self.xs), torch.from_numpy(self.ts)
+
+        def run():
+            module.zero_grad(set_to_none=True)
+            module(xs, ts).backward()
+        return run
+
 
 class Decode:
     """Greedy decoding of ``questions`` questions: fastseq ``batched`` in one call or one question
@@ -146,12 +184,194 @@ class Decode:
         return [self.ref_model.generate(x[None], 0, self.sample_size)
                 for x in self.xs[:self.reference_questions]]
 
+    def torch_setup(self):
+        """Greedy decoding with the model exported by ``fastseq.interop.to_torch``."""
+        import torch
+        from .interop import to_torch
+        module = to_torch(self.fast_model)
+        xs = torch.from_numpy(self.xs)
+
+        def run():
+            with torch.no_grad():
+                if self.batched:
+                    return module.generate(xs, 0, self.sample_size)
+                return [module.generate(x[None], 0, self.sample_size) for x in xs]
+        return run
+
     def check(self):
         got = np.asarray(self.fast())[:self.reference_questions]
         want = np.asarray(self.reference())
         if not np.array_equal(got, want):
             rows = int(np.sum(np.any(got != want, axis=1)))
             raise AssertionError(f"decoded ids differ from the reference in {rows} questions")
+
+
+EPOCH_BATCH, EPOCH_MAX_GRAD = 128, 5.0
+
+
+def _book_steps(model, optimizer, clip, x, t, batch_size, iters):
+    """The book's training iterations: forward, backward, remove_duplicate, clip_grads, update;
+    returns the losses."""
+    losses = []
+    for i in range(iters):
+        lo = i * batch_size
+        losses.append(float(model.forward(x[lo:lo + batch_size], t[lo:lo + batch_size])))
+        model.backward()
+        params, grads = remove_duplicate(model.params, model.grads)
+        clip(grads, EPOCH_MAX_GRAD)
+        optimizer.update(params, grads)
+    return losses
+
+
+class Epoch:
+    """One training epoch of PeekySeq2seq on addition at the book's settings (45,000 questions,
+    batch 128, Adam, clipping at 5.0), driven by fastseq's ``Trainer`` (``driver="trainer"``) or
+    by a book-style loop over ``forward``, ``backward``, ``clip_grads`` and ``Adam.update``
+    (``driver="loop"``). The reference runs the book-style loop with the NumPy twin; both
+    drivers share its timing (``reference_key``)."""
+
+    def __init__(self, driver="trainer", seed=0):
+        if driver not in ("trainer", "loop"):
+            raise ValueError(f"driver must be 'trainer' or 'loop', got {driver!r}")
+        (self.x, self.t), _, vocab = datasets.load_task("addition", seed=seed, reverse=True)
+        V, D, H = self.sizes = len(vocab), 16, 128
+        self.fast_model, self.ref_model = _model_pair("PeekySeq2seq", V, D, H, seed)
+        self.fast_optimizer, self.ref_optimizer = Adam(), ref.Adam()
+        self.driver = driver
+        self.iters = len(self.x) // EPOCH_BATCH
+        self.name = (f"PeekySeq2seq epoch {len(self.x)} questions batch {EPOCH_BATCH} "
+                     f"({'Trainer' if driver == 'trainer' else 'book loop'})")
+        self.reference_key = "PeekySeq2seq epoch"
+        self.examples = self.reference_examples = self.iters * EPOCH_BATCH
+        self.flops = self.iters * model_step_flops("PeekySeq2seq", EPOCH_BATCH, V, D, H,
+                                                   self.x.shape[1], self.t.shape[1])
+
+    def fast(self):
+        if self.driver == "trainer":
+            Trainer(self.fast_model, self.fast_optimizer).fit(
+                self.x, self.t, max_epoch=1, batch_size=EPOCH_BATCH, max_grad=EPOCH_MAX_GRAD,
+                progress=False)
+            return None
+        idx = np.random.permutation(len(self.x))
+        return _book_steps(self.fast_model, self.fast_optimizer, clip_grads, self.x[idx],
+                           self.t[idx], EPOCH_BATCH, self.iters)
+
+    def reference(self):
+        idx = np.random.permutation(len(self.x))
+        return _book_steps(self.ref_model, self.ref_optimizer, ref.clip_grads, self.x[idx],
+                           self.t[idx], EPOCH_BATCH, self.iters)
+
+    def check(self):
+        """The first iterations of both loops, from the same weights, give the same losses."""
+        fast, reference = _model_pair("PeekySeq2seq", *self.sizes, seed=1)
+        got = _book_steps(fast, Adam(), clip_grads, self.x, self.t, EPOCH_BATCH, 3)
+        want = _book_steps(reference, ref.Adam(), ref.clip_grads, self.x, self.t, EPOCH_BATCH, 3)
+        _assert_close("losses", got, want, 1e-4, 0)
+
+
+_STARTUP_SCRIPT = """
+import numpy as np
+import fastseq
+np.random.seed(0)
+model = fastseq.PeekySeq2seq(13, 16, 128)
+xs, ts = np.random.randint(0, 13, (128, 7)), np.random.randint(0, 13, (128, 5))
+model.forward(xs, ts)
+model.backward()
+fastseq.clip_grads(model.grads, 5.0)
+fastseq.Adam().update(model.params, model.grads)
+"""
+
+
+class Startup:
+    """A new Python process that imports fastseq and takes one PeekySeq2seq training step
+    (forward, backward, clip_grads, Adam): what a user's script waits for before training.
+    ``cold``: with an empty kernel cache, so every kernel that step needs is compiled."""
+
+    def __init__(self, cold=False):
+        self.cold = cold
+        self.name = "import fastseq + first PeekySeq2seq step, " + (
+            "cold cache (compiles)" if cold else "warm cache")
+        self.examples, self.flops, self.reference = 128, None, None
+        self.single_run = cold  # each cold run compiles for a minute or more: time one
+
+    def fast(self):
+        with tempfile.TemporaryDirectory() as folder:
+            env = dict(os.environ)
+            if self.cold:
+                env["NUMBA_CACHE_DIR"] = folder
+            subprocess.run([sys.executable, "-c", _STARTUP_SCRIPT], env=env, cwd=folder,
+                           check=True, capture_output=True)
+
+    def check(self):
+        if not self.cold:
+            self.fast()  # fills the cache that the warm runs read
+
+
+def torch_version():
+    """PyTorch's version when it is installed (for the "vs torch" column), else None."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+    return torch.__version__
+
+
+@contextlib.contextmanager
+def thread_limits(threads, torch=False):
+    """NumPy's BLAS (the reference, the SGEMM rate) and, with ``torch``, PyTorch on ``threads``
+    threads, as fastseq's kernels: every side of a comparison uses the same cores."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(threads, user_api="blas"):
+        if not torch:
+            yield
+            return
+        import torch as torch_module
+        previous = torch_module.get_num_threads()
+        torch_module.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch_module.set_num_threads(previous)
+
+
+GROUPS = ("lstm", "step", "decode", "epoch", "startup")
+
+
+def workloads(group, cold=False):
+    """The workloads of a group of GROUPS; ``cold`` adds the cold-cache start-up."""
+    if group == "lstm":
+        return [LSTMStep(*shape) for shape in LSTM_SHAPES]
+    if group == "step":
+        return [ModelStep(name) for name in MODEL_SETTINGS]
+    if group == "decode":
+        return [Decode(name, batched=batched) for batched in (True, False)
+                for name in MODEL_SETTINGS]
+    if group == "epoch":
+        return [Epoch("trainer"), Epoch("loop")]
+    if group == "startup":
+        return [Startup()] + ([Startup(cold=True)] if cold else [])
+    raise ValueError(f"unknown workload group {group!r}; valid groups: {', '.join(GROUPS)}")
+
+
+def measure(workload, sgemm_rate, *, reference=True, torch=False, budget=2.0,
+            reference_times=None):
+    """Check the workload, time fastseq (and the reference, and PyTorch when ``torch`` and the
+    workload has an equivalent) for about ``budget`` seconds each; returns its table row.
+    ``reference_times`` (a dict) shares reference timings between workloads of the same
+    ``reference_key``."""
+    workload.check()
+    if getattr(workload, "single_run", False):
+        seconds = {"fastseq": median_seconds(workload.fast, 1, warmup=0)}
+    else:
+        seconds = {"fastseq": time_within(workload.fast, budget)}
+    if reference and workload.reference is not None:
+        reference_times = {} if reference_times is None else reference_times
+        key = getattr(workload, "reference_key", workload.name)
+        if key not in reference_times:
+            reference_times[key] = time_within(workload.reference, budget)
+        seconds["reference"] = reference_times[key]
+    if torch and hasattr(workload, "torch_setup"):
+        seconds["torch"] = time_within(workload.torch_setup(), budget)
+    return result_row(workload, seconds, sgemm_rate)
 
 
 def sgemm_gflops(n=2048, repeats=5):
@@ -172,3 +392,55 @@ def median_seconds(fn, repeats, warmup=1):
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def time_within(fn, budget=2.0, max_repeats=20):
+    """Median wall time of fn(): one warm-up call, then as many calls as fit in about
+    ``budget`` seconds (at least 1, at most ``max_repeats``)."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    repeats = int(min(max_repeats, max(1, budget // max(first, 1e-9))))
+    return median_seconds(fn, repeats, warmup=0)
+
+
+def result_row(workload, seconds, sgemm_rate):
+    """One table row from the median seconds per call of each side that ran: ``seconds`` maps
+    "fastseq" (required), "reference" and "torch" to a time or None. Speedups compare time per
+    example (the reference of a decode workload decodes fewer questions)."""
+    fast = seconds["fastseq"]
+    per_example = fast / workload.examples
+    gflops = workload.flops / fast / 1e9 if workload.flops else None
+    reference, torch = seconds.get("reference"), seconds.get("torch")
+    return {
+        "workload": workload.name,
+        "ms": 1e3 * fast,
+        "examples_per_s": workload.examples / fast,
+        "gflops": gflops,
+        "sgemm_share": gflops / sgemm_rate if gflops else None,
+        "reference_ms": None if reference is None else 1e3 * reference,
+        "speedup": None if reference is None
+        else reference / workload.reference_examples / per_example,
+        "torch_ms": None if torch is None else 1e3 * torch,
+        "vs_torch": None if torch is None else torch / fast,
+    }
+
+
+_COLUMNS = (  # (heading, row key, format)
+    ("workload", "workload", "{}"), ("ms", "ms", "{:,.1f}"),
+    ("examples/s", "examples_per_s", "{:,.0f}"), ("GFLOP/s", "gflops", "{:.1f}"),
+    ("% SGEMM", "sgemm_share", "{:.0%}"), ("vs reference", "speedup", "{:.2f}x"),
+    ("vs torch", "vs_torch", "{:.2f}x"))
+
+
+def format_table(rows, sgemm_rate, threads, torch_version=None):
+    """The rows as a Markdown table, headed by the machine's SGEMM rate."""
+    columns = [c for c in _COLUMNS if c[1] != "vs_torch" or torch_version]
+    lines = [f"SGEMM 2048^3 float32: {sgemm_rate:.1f} GFLOP/s | {threads} thread(s) | numpy "
+             f"{np.__version__}" + (f" | torch {torch_version}" if torch_version else ""), "",
+             "| " + " | ".join(h for h, _, _ in columns) + " |",
+             "|" + "|".join("---" if k == "workload" else "---:" for _, k, _ in columns) + "|"]
+    for row in rows:
+        cells = ["-" if row.get(k) is None else fmt.format(row[k]) for _, k, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

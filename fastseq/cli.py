@@ -1,8 +1,9 @@
-"""The ``fastseq`` command: ``train``, ``predict``, ``eval``, ``export`` and ``import``.
+"""The ``fastseq`` command: ``train``, ``predict``, ``eval``, ``bench``, ``export`` and ``import``.
 
     fastseq train [--task addition|date] [--model seq2seq|peeky|attention] [--out DIR] ...
     fastseq predict --params DIR/PeekySeq2seq.pkl "16+75"
     fastseq eval --params DIR/PeekySeq2seq.pkl --data addition.txt
+    fastseq bench [--only lstm step decode epoch startup] [--json]
     fastseq export --params DIR/PeekySeq2seq.pkl --to torch model.pt
     fastseq import --from torch model.pt --out DIR
 
@@ -41,7 +42,8 @@ import numpy as np
 from . import __version__, datasets, models
 from ._files import atomic_write
 from .optim import Adam
-from .training import Trainer, TrainingDiverged, accuracy, decode_examples, generate_batch
+from .training import (Trainer, TrainingDiverged, _marks, accuracy, decode_examples,
+                       generate_batch)
 
 MODELS = {"seq2seq": "Seq2seq", "peeky": "PeekySeq2seq", "attention": "AttentionSeq2seq"}
 MODEL_CLASSES = {name: getattr(models, name) for name in MODELS.values()}
@@ -125,15 +127,6 @@ def max_grad_value(text):
 def _say(quiet, *args):
     if not quiet:
         print(*args, flush=True)
-
-
-def _marks(stream):
-    """(right, wrong) markers the stream can print."""
-    try:
-        "\u2713\u2717".encode(getattr(stream, "encoding", None) or "ascii")
-        return "\u2713", "\u2717"
-    except (UnicodeEncodeError, LookupError):
-        return "ok", "XX"
 
 
 @contextlib.contextmanager
@@ -556,6 +549,80 @@ def cmd_eval(args):
 
 
 # ------------------------------------------------------------------------------------------
+# bench
+# ------------------------------------------------------------------------------------------
+
+
+def add_bench_parser(subparsers):
+    from .benchmarks import GROUPS
+    p = subparsers.add_parser(
+        "bench", help="measure fastseq against the NumPy reference and the machine's limit",
+        description="Measure the machine's float32 GEMM rate (a 2048^3 matmul), then time each "
+                    "workload with fastseq, with the plain-NumPy reference (fastseq.reference) "
+                    "and, when PyTorch is installed, with PyTorch on the same inputs and "
+                    "weights, all on the same number of threads. Each workload is checked "
+                    "against the reference before it is timed. Prints a Markdown table: median "
+                    "ms per call, examples/s, GFLOP/s, share of the GEMM rate, speedup over "
+                    "the reference and over PyTorch (their time / fastseq's).")
+    p.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
+                   help=f"only these workload groups ({', '.join(GROUPS)}; default: all)")
+    p.add_argument("--threads", type=positive_int,
+                   help="threads for every side (default: fastseq's, FASTSEQ_NUM_THREADS)")
+    p.add_argument("--budget", type=positive_float, default=2.0, metavar="SECONDS",
+                   help="time spent per workload and side, after one warm-up call "
+                        "(default: 2; at least one timed call)")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="skip timing the NumPy reference (still checked once against it)")
+    p.add_argument("--no-torch", dest="torch", action="store_false",
+                   help="skip PyTorch even when it is installed")
+    p.add_argument("--cold", action="store_true",
+                   help="also time the start-up with an empty kernel cache (compiles every "
+                        "kernel a training step needs: a minute or more)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args):
+    from . import threads
+    previous = threads.get_num_threads()
+    if args.threads is not None:
+        try:
+            threads.set_num_threads(args.threads)
+        except ValueError as e:
+            raise UsageError(f"--threads: {e}") from None
+    try:
+        return _bench(args, threads.get_num_threads())
+    finally:
+        threads.set_num_threads(previous)
+
+
+def _bench(args, n_threads):
+    from . import benchmarks
+    torch_version = benchmarks.torch_version() if args.torch else None
+    groups = args.only or benchmarks.GROUPS
+    rows, reference_times = [], {}
+    with benchmarks.thread_limits(n_threads, torch=torch_version is not None):
+        sgemm_rate = benchmarks.sgemm_gflops()
+        print(f"SGEMM 2048^3 float32: {sgemm_rate:.1f} GFLOP/s on {n_threads} thread(s)",
+              file=sys.stderr, flush=True)
+        for group in groups:
+            for workload in benchmarks.workloads(group, cold=args.cold):
+                row = benchmarks.measure(workload, sgemm_rate, reference=args.reference,
+                                         torch=torch_version is not None, budget=args.budget,
+                                         reference_times=reference_times)
+                rows.append(row)
+                print(f"  {row['workload']}: {row['ms']:,.1f} ms", file=sys.stderr, flush=True)
+    if args.json:
+        json.dump({"sgemm_gflops": sgemm_rate, "threads": n_threads, "numpy": np.__version__,
+                   "torch": torch_version, "fastseq": __version__, "workloads": rows},
+                  sys.stdout, indent=1)
+        print()
+    else:
+        print(benchmarks.format_table(rows, sgemm_rate, n_threads, torch_version))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
 # export, import (PyTorch)
 # ------------------------------------------------------------------------------------------
 
@@ -685,6 +752,7 @@ def build_parser():
     add_train_parser(subparsers)
     add_predict_parser(subparsers)
     add_eval_parser(subparsers)
+    add_bench_parser(subparsers)
     add_export_parser(subparsers)
     add_import_parser(subparsers)
     return parser

@@ -135,7 +135,7 @@ def test_train_prints_epochs_and_examples(tmp_path, capsys):
                         r"eval \d+\.\d\d s", epoch_lines[0])
     i = lines.index(epoch_lines[0])
     for example in lines[i + 1:i + 4]:  # three decoded test questions, shown un-reversed
-        assert re.match(r"    \d+\+\d+ +target \d+ +guess .* (\u2713|\u2717)$", example)
+        assert re.match(r"    \d+\+\d+ +target \d+ +guess .* (\u2611|\u2612|O|X)$", example)
     assert lines[-1].startswith("best val acc ")
 
 

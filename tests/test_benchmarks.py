@@ -1,0 +1,105 @@
+"""The benchmark workloads (fastseq.benchmarks) and the ``fastseq bench`` command: every
+workload agrees with the reference, the table's arithmetic is right, and the command's output
+is well formed. Nothing here asserts on time: speed is measured by ``fastseq bench`` and
+``pytest bench``."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fastseq import benchmarks, cli
+
+
+@pytest.mark.parametrize("make", [
+    lambda: benchmarks.LSTMStep(6, 3, 4, 5),
+    lambda: benchmarks.ModelStep("PeekySeq2seq", N=6),
+    lambda: benchmarks.ModelStep("AttentionSeq2seq", N=3),
+    lambda: benchmarks.Decode("Seq2seq", questions=12, reference_questions=12),
+    lambda: benchmarks.Decode("AttentionSeq2seq", questions=5, batched=False),
+], ids=["lstm", "peeky_step", "attention_step", "decode_batched", "decode_one_at_a_time"])
+def test_workloads_agree_with_the_reference(make):
+    workload = make()
+    workload.check()
+    assert workload.examples > 0 and workload.reference_examples > 0
+
+
+def test_epoch_workload_is_the_book_recipe_and_agrees_with_the_reference():
+    for driver in ("trainer", "loop"):
+        epoch = benchmarks.Epoch(driver)
+        assert epoch.iters == 45000 // 128 and epoch.examples == epoch.iters * 128
+        assert epoch.reference_key == "PeekySeq2seq epoch"
+    epoch.check()
+    with pytest.raises(ValueError, match="driver must be 'trainer' or 'loop'"):
+        benchmarks.Epoch("adam")
+
+
+def test_lstm_flops_is_the_book_algorithm():
+    # forward: 2 GEMMs of N x (D or H) x 4H per step; backward: 4
+    N, T, D, H = 3, 5, 7, 11
+    assert benchmarks.lstm_flops(N, T, D, H) == 3 * 2 * N * T * (D + H) * 4 * H
+
+
+def test_result_row_compares_time_per_example():
+    workload = SimpleNamespace(name="w", examples=100, reference_examples=10, flops=4e9)
+    row = benchmarks.result_row(workload, {"fastseq": 0.5, "reference": 0.2, "torch": 1.0}, 16)
+    assert row["ms"] == 500 and row["examples_per_s"] == 200
+    assert row["gflops"] == pytest.approx(8) and row["sgemm_share"] == pytest.approx(0.5)
+    assert row["speedup"] == pytest.approx((0.2 / 10) / (0.5 / 100))  # 4x per example
+    assert row["vs_torch"] == pytest.approx(2)
+    bare = benchmarks.result_row(SimpleNamespace(name="s", examples=1, flops=None),
+                                 {"fastseq": 1.0}, 16)
+    assert bare["gflops"] is bare["speedup"] is bare["vs_torch"] is None
+
+
+def test_table_has_a_torch_column_only_with_torch():
+    row = benchmarks.result_row(SimpleNamespace(name="w", examples=2, reference_examples=2,
+                                                flops=None), {"fastseq": 0.001}, 100)
+    table = benchmarks.format_table([row], 100.0, 2)
+    lines = table.splitlines()
+    assert lines[0].startswith("SGEMM 2048^3 float32: 100.0 GFLOP/s | 2 thread(s)")
+    assert lines[2] == "| workload | ms | examples/s | GFLOP/s | % SGEMM | vs reference |"
+    assert lines[4] == "| w | 1.0 | 2,000 | - | - | - |"
+    assert "vs torch" in benchmarks.format_table([row], 100.0, 2, "2.13.0")
+
+
+def test_bench_command_prints_json(capsys):
+    code = cli.main(["bench", "--only", "step", "--budget", "0.01", "--no-reference",
+                     "--no-torch", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sgemm_gflops"] > 0 and report["torch"] is None
+    names = [row["workload"] for row in report["workloads"]]
+    assert [n.split()[0] for n in names] == list(benchmarks.MODEL_SETTINGS)
+    for row in report["workloads"]:
+        assert row["ms"] > 0 and 0 < row["sgemm_share"] and row["speedup"] is None
+
+
+def test_bench_command_prints_a_table(capsys):
+    assert cli.main(["bench", "--only", "lstm", "--budget", "0.01", "--no-torch"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("| workload | ms |")
+    assert len(out) == 4 + len(benchmarks.LSTM_SHAPES)
+    assert all(line.endswith("x |") for line in out[4:])  # a speedup in every row
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--only", "everything"], "invalid choice: 'everything'"),
+    (["--threads", "0"], "expected a positive integer, got '0'"),
+    (["--threads", "99"], "--threads: set_num_threads(n): n must be a whole number from 1"),
+    (["--budget", "-1"], "expected a positive number, got '-1'"),
+])
+def test_bench_command_rejects_bad_arguments(argv, message, capsys):
+    assert cli.main(["bench"] + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_torch_equivalents_run_on_the_same_inputs():
+    pytest.importorskip("torch", reason="PyTorch is optional (pip install 'fastseq[torch]')")
+    for workload in (benchmarks.LSTMStep(4, 3, 2, 5), benchmarks.ModelStep("Seq2seq", N=4),
+                     benchmarks.Decode("PeekySeq2seq", questions=6)):
+        run = workload.torch_setup()
+        result = run()
+        if isinstance(workload, benchmarks.Decode):
+            assert np.array_equal(np.asarray(result), workload.fast())

@@ -45,7 +45,7 @@ def token_ids(name, ids, V, shape=(None, None), ignore_label=None):
         except ValueError as e:  # ragged nested lists
             raise ValueError(f"{name} must be a rectangular array of token ids of shape "
                              f"{_shape_text(shape)}: {e}") from None
-    if ids.dtype == np.bool_ or not np.issubdtype(ids.dtype, np.integer):
+    if ids.dtype.kind not in "iu":  # signed or unsigned integers; not bool ("b")
         raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}; "
                         f"convert with {name}.astype(np.int64) if the values are whole numbers")
     _check_shape(name, ids, shape)

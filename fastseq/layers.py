@@ -15,6 +15,7 @@ from .threads import chunks
 from .kernels.affine import (affine_backward, affine_forward, constant_input_backward,
                              constant_input_forward)
 from .kernels.attention import attention_backward, attention_forward
+from .kernels.blas import matmul
 from .kernels.embedding import embedding_backward, embedding_forward
 from .kernels.lstm import (lstm_backward, lstm_backward_tokens, lstm_forward,
                            lstm_forward_tokens)
@@ -116,7 +117,7 @@ class TimeLSTM(_Layer):
                                  f"this LSTM takes {self.dtype} inputs of width {D - Dc}")
             xs = checks.token_ids("xs", xs, W_embed.shape[0], (rows, None))
             E = self._work.get("E", (W_embed.shape[0], 4 * H), self.dtype)
-            np.matmul(W_embed, Wx[Dc:], out=E)
+            fold_embedding(W_embed, Wx[Dc:], out=E)
         N, T = xs.shape[:2]
         zero_state = not self.stateful or self.h is None
         if zero_state:
@@ -229,6 +230,15 @@ def _time_parts(x, dtype, N, width):
         raise ValueError(f"the parts of x have widths {[p.shape[2] for p in parts]}, which add "
                          f"up to {sum(p.shape[2] for p in parts)}; the weights expect {width}")
     return parts
+
+
+def fold_embedding(W_embed, Wx, out=None):
+    """W_embed @ Wx (V, 4H): row v is the input projection of token v, so an embedded LSTM
+    gathers rows instead of multiplying every step's input. Weights C-contiguous (checked)."""
+    if out is None:
+        out = np.empty((W_embed.shape[0], Wx.shape[1]), Wx.dtype)
+    matmul(out, W_embed, Wx)
+    return out
 
 
 def _constant_input(layer, const, W, b, work):

@@ -21,7 +21,8 @@ from . import _checks as checks
 from ._files import atomic_write, load_arrays
 from .kernels.affine import constant_input_forward
 from .kernels.decode import greedy_decode, lstm_encode
-from .layers import TimeAffine, TimeAttention, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss
+from .layers import (TimeAffine, TimeAttention, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss,
+                     fold_embedding)
 from .threads import chunks
 
 
@@ -39,24 +40,15 @@ def _randn(rows, cols, scale, dtype):
     return (np.random.randn(rows, cols) / scale).astype(dtype)
 
 
-def _collect(obj, *layers):
-    obj._parts = layers
-    obj.params, obj.grads = [], []
-    for layer in layers:
-        obj.params += layer.params
-        obj.grads += layer.grads
-
-
-def _layers_arrays(obj):
-    """(params, grads): the arrays obj's layers hold now, concatenated as _collect did."""
-    if not hasattr(obj, "_parts"):  # a layer
-        return obj.params, obj.grads
-    params, grads = [], []
-    for part in obj._parts:
-        p, g = _layers_arrays(part)
-        params += p
-        grads += g
-    return params, grads
+def _collect(obj, *parts):
+    """obj.params / obj.grads: those of its parts (layers or encoder and decoder) in order, and
+    obj._sources: the (layer, index) each entry comes from, for _check_shared."""
+    obj.params, obj.grads, obj._sources = [], [], []
+    for part in parts:
+        obj.params += part.params
+        obj.grads += part.grads
+        obj._sources += getattr(part, "_sources", None) or [(part, i)
+                                                             for i in range(len(part.params))]
 
 
 def _check_shared(model):
@@ -64,13 +56,13 @@ def _check_shared(model):
     either list (instead of updated in place) would leave the optimizer, load_params or
     save_params working on an array the layers never read, silently."""
     name = type(model).__name__
-    for kind, mine, layers in zip(("params", "grads"), (model.params, model.grads),
-                                  _layers_arrays(model)):
-        if len(mine) != len(layers):
+    for kind, mine in (("params", model.params), ("grads", model.grads)):
+        if len(mine) != len(model._sources):
             raise ValueError(f"{name}.{kind} holds {len(mine)} arrays but its layers use "
-                             f"{len(layers)}; never add to or remove from {kind}")
-        for i, (a, b) in enumerate(zip(mine, layers)):
-            if a is not b:
+                             f"{len(model._sources)}; never add to or remove from {kind}")
+        for i, (a, (layer, j)) in enumerate(zip(mine, model._sources)):
+            theirs = getattr(layer, kind)
+            if j >= len(theirs) or a is not theirs[j]:
                 raise ValueError(f"{name}.{kind}[{i}] is no longer the array its layer uses; "
                                  f"update {kind} in place ({kind}[{i}][...] = new) instead of "
                                  "replacing the array")
@@ -139,8 +131,8 @@ class Decoder:
     def generate(self, h, start_id, sample_size):
         """Greedy ids after start_id, starting from state h (N,H)."""
         (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
-        return _generate(self, h, start_id, sample_size, E=W_embed @ Wx, Wh=Wh,
-                         lstm_bias=b.reshape(1, -1), W_out=W, out_bias=b_out.reshape(1, -1))
+        return _generate(self, h, start_id, sample_size, E=fold_embedding(W_embed, Wx),
+                         Wh=Wh, lstm_bias=b.reshape(1, -1), W_out=W, out_bias=b_out.reshape(1, -1))
 
 
 class PeekyDecoder:
@@ -182,8 +174,8 @@ class PeekyDecoder:
         constant_input_forward(lstm_bias, h, Wx[:H], b, chunks())
         out_bias = np.empty((h.shape[0], W.shape[1]), Wh.dtype)
         constant_input_forward(out_bias, h, W[:H], b_out, chunks())
-        return _generate(self, h, start_id, sample_size, E=W_embed @ Wx[H:], Wh=Wh,
-                         lstm_bias=lstm_bias, W_out=W[H:], out_bias=out_bias)
+        return _generate(self, h, start_id, sample_size, E=fold_embedding(W_embed, Wx[H:]),
+                         Wh=Wh, lstm_bias=lstm_bias, W_out=W[H:], out_bias=out_bias)
 
 
 class AttentionEncoder(Encoder):
@@ -249,9 +241,9 @@ class AttentionDecoder:
         (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
         H = Wh.shape[0]
         enc_hs = checks.floats("enc_hs", enc_hs, Wh.dtype, (None, None, H))
-        return _generate(self, enc_hs[:, -1], start_id, sample_size, E=W_embed @ Wx, Wh=Wh,
-                         lstm_bias=b.reshape(1, -1), W_out=W[H:], out_bias=b_out.reshape(1, -1),
-                         enc_hs=enc_hs, W_ctx=W[:H])
+        return _generate(self, enc_hs[:, -1], start_id, sample_size,
+                         E=fold_embedding(W_embed, Wx), Wh=Wh, lstm_bias=b.reshape(1, -1),
+                         W_out=W[H:], out_bias=b_out.reshape(1, -1), enc_hs=enc_hs, W_ctx=W[:H])
 
 
 def _encode(encoder, xs, every_step):
@@ -260,7 +252,7 @@ def _encode(encoder, xs, every_step):
     ids = checks.token_ids("xs", xs, W_embed.shape[0])
     N, T = ids.shape
     hs = np.empty((N, T if every_step else 1, Wh.shape[0]), Wh.dtype)
-    lstm_encode(hs, ids, W_embed @ Wx, Wh, b.reshape(1, -1), chunks())
+    lstm_encode(hs, ids, fold_embedding(W_embed, Wx), Wh, b.reshape(1, -1), chunks())
     return hs
 
 

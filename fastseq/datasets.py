@@ -447,10 +447,13 @@ def load_task(
     data_path: str | os.PathLike | None = None,
 ) -> Split:
     """``load_data`` for a task by name: from ``data_path`` if given (then ``n`` and ``seed`` are
-    unused), else from ``n`` lines generated in memory with ``seed``, split with ``split_seed``."""
+    unused; every line must be in the task's format), else from ``n`` lines generated in memory
+    with ``seed``, split with ``split_seed``."""
     if task not in TASKS:
         raise ValueError(f"load_task: unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     if data_path is not None:
-        return load_data(data_path, seed=split_seed, reverse=reverse)
+        lines, source = _read_lines(data_path), repr(os.fspath(data_path))
+        check_task_lines(task, lines, source)
+        return _split_lines(lines, source, split_seed, reverse)
     generate = generate_addition if task == "addition" else generate_dates
     return _split_lines(generate(n, seed), f"generated {task} data", split_seed, reverse)

@@ -424,6 +424,12 @@ def test_load_task(tmp_path, addition_lines):
 
     with pytest.raises(ValueError, match="valid tasks: addition, date"):
         ds.load_task("subtraction")
+    # a file of the other task, or a line that is no example of the task, names the line
+    with pytest.raises(ValueError, match=r"line 1: .* is not in the date format"):
+        ds.load_task("date", data_path=path)
+    ds.write_dataset(["16+75  _91  ", "1+2x   _3   "], path)
+    with pytest.raises(ValueError, match=r"line 2: '1\+2x   _3   ' is not in the addition format"):
+        ds.load_task("addition", data_path=path)
 
 
 def test_write_dataset_validation_and_atomicity(tmp_path, monkeypatch):

@@ -52,6 +52,7 @@ def measure(benchmark, sgemm_rate):
             workload.check()
             fn = workload.fast
         benchmark.group = workload.name
+        benchmarks.quiet()
         single = side == "fastseq" and getattr(workload, "single_run", False)
         benchmark.pedantic(fn, warmup_rounds=0 if single else 1,
                            rounds=1 if single else _rounds(workload), iterations=1)

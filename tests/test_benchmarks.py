@@ -12,6 +12,12 @@ import pytest
 from fastseq import benchmarks, cli
 
 
+@pytest.fixture(autouse=True)
+def no_quiet_pauses(monkeypatch):
+    """The pauses between timed sides matter for figures, not for these tests."""
+    monkeypatch.setattr(benchmarks, "QUIET_SECONDS", 0.0)
+
+
 @pytest.mark.parametrize("make", [
     lambda: benchmarks.LSTMStep(6, 3, 4, 5),
     lambda: benchmarks.ModelStep("PeekySeq2seq", N=6),

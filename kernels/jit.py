@@ -156,9 +156,12 @@ def kernel(func=None, *, parallel=False, exact=False):
     return serialised
 
 
-def helper(func):
-    """Compile ``func`` as a helper called from kernels (compiled into each caller, not cached alone)."""
-    return numba.njit(**HELPER_OPTIONS)(func)
+def helper(func=None, *, exact=False):
+    """Compile ``func`` as a helper called from kernels (compiled into each caller, not cached
+    alone). ``exact=True``: without FASTMATH, as for kernels."""
+    if func is None:
+        return functools.partial(helper, exact=exact)
+    return numba.njit(**(dict(HELPER_OPTIONS, fastmath=False) if exact else HELPER_OPTIONS))(func)
 
 
 @helper

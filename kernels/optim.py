@@ -12,7 +12,19 @@ import math
 import numpy as np
 from numba import prange
 
-from .jit import chunk, kernel
+from .jit import chunk, helper, kernel
+
+
+# Each kernel hands its chunk of each array, sliced, to a helper that loops over all of it:
+# only then does the loop vectorise (looping over [lo, hi) of the whole array, even in a
+# helper, stayed scalar). Measured, Adam over PeekySeq2seq's 217,773 params on two threads:
+# 657-757 us before, 116 us after.
+
+
+@helper(exact=True)
+def _sgd_chunk(p, g, step):
+    for j in range(p.shape[0]):
+        p[j] -= step * g[j]
 
 
 @kernel(parallel=True, exact=True)
@@ -20,11 +32,21 @@ def sgd_update(params, grads, lr, n_chunks):
     """p -= lr * g for every (p, g) in params, grads (tuples of 1-D arrays)."""
     for k in prange(n_chunks):
         for i in range(len(params)):
-            p, g = params[i], grads[i]
-            step = p.dtype.type(lr)
+            p = params[i]
             lo, hi = chunk(k, n_chunks, p.shape[0])
-            for j in range(lo, hi):
-                p[j] -= step * g[j]
+            _sgd_chunk(p[lo:hi], grads[i][lo:hi], p.dtype.type(lr))
+
+
+@helper(exact=True)
+def _adam_chunk(p, g, m, v, lr_t, one_m_b1, one_m_b2, eps):
+    for j in range(p.shape[0]):
+        gj = g[j]
+        mj = m[j] + one_m_b1 * (gj - m[j])
+        vj = v[j] + one_m_b2 * (gj * gj - v[j])
+        m[j] = mj
+        v[j] = vj
+        denom = v.dtype.type(math.sqrt(vj)) + eps
+        p[j] = p.dtype.type(p[j] - lr_t * float(mj) / float(denom))
 
 
 @kernel(parallel=True, exact=True)
@@ -32,16 +54,10 @@ def adam_update(params, grads, ms, vs, lr_t, beta1, beta2, eps, n_chunks):
     """The book's Adam step for every param, with its moments ms, vs (tuples of 1-D arrays)."""
     for k in prange(n_chunks):
         for i in range(len(params)):
-            p, g, m, v = params[i], grads[i], ms[i], vs[i]
-            one_m_b1 = m.dtype.type(1.0 - beta1)
-            one_m_b2 = v.dtype.type(1.0 - beta2)
-            e = v.dtype.type(eps)
+            p, m, v = params[i], ms[i], vs[i]
             lo, hi = chunk(k, n_chunks, p.shape[0])
-            for j in range(lo, hi):
-                m[j] += one_m_b1 * (g[j] - m[j])
-                v[j] += one_m_b2 * (g[j] * g[j] - v[j])
-                denom = v.dtype.type(math.sqrt(v[j])) + e
-                p[j] = p.dtype.type(p[j] - lr_t * float(m[j]) / float(denom))
+            _adam_chunk(p[lo:hi], grads[i][lo:hi], m[lo:hi], v[lo:hi], lr_t,
+                        m.dtype.type(1.0 - beta1), v.dtype.type(1.0 - beta2), v.dtype.type(eps))
 
 
 @kernel(parallel=True, exact=True)
@@ -57,13 +73,17 @@ def sum_of_squares(arrays, n_chunks):
     return partial.sum()
 
 
+@helper(exact=True)
+def _scale_chunk(a, rate):
+    for j in range(a.shape[0]):
+        a[j] *= rate
+
+
 @kernel(parallel=True, exact=True)
 def scale(arrays, rate, n_chunks):
     """a *= rate for every a in arrays (a tuple of 1-D arrays)."""
     for k in prange(n_chunks):
         for i in range(len(arrays)):
             a = arrays[i]
-            r = a.dtype.type(rate)
             lo, hi = chunk(k, n_chunks, a.shape[0])
-            for j in range(lo, hi):
-                a[j] *= r
+            _scale_chunk(a[lo:hi], a.dtype.type(rate))

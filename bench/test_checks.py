@@ -10,12 +10,11 @@ iteration, timed in the same run. Nothing is asserted about time: the machine ma
 """
 
 import contextlib
-import statistics
-import time
 
 import numpy as np
 
 from fastseq import Adam, PeekySeq2seq, _checks, clip_grads, optim
+from fastseq.benchmarks import median_seconds
 
 N, V, D, H, TQ, TA = 128, 13, 16, 128, 7, 5
 MAX_GRAD = 5.0  # the book's clipping for this model
@@ -56,15 +55,6 @@ def recorded_checks():
             setattr(module, name, fn)
 
 
-def _median_seconds(fn, rounds):
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def test_checks_of_a_peeky_training_step(benchmark, capsys):
     state = np.random.get_state()
     try:
@@ -90,11 +80,11 @@ def test_checks_of_a_peeky_training_step(benchmark, capsys):
         for fn, args, kwargs in calls:
             fn(*args, **kwargs)
 
-    step_s = _median_seconds(training_step, rounds=50)
+    step_s = median_seconds(training_step, 50, warmup=0)
     benchmark.group = "input checks"
     benchmark.pedantic(replay, warmup_rounds=5, rounds=200, iterations=10)
     # (--benchmark-disable runs replay once and keeps no stats: time it here instead)
-    checks_s = benchmark.stats.stats.median if benchmark.stats else _median_seconds(replay, 200)
+    checks_s = benchmark.stats.stats.median if benchmark.stats else median_seconds(replay, 200, warmup=0)
     share = checks_s / step_s
     benchmark.extra_info.update(calls=len(calls), step_s=step_s, share_of_step=share)
     with capsys.disabled():

@@ -397,17 +397,11 @@ def sgemm_gflops(n=2048, repeats=10):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(np.float32)
     b = rng.standard_normal((n, n)).astype(np.float32)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / min(times) / 1e9
+    return 2 * n ** 3 / min(call_seconds(lambda: a @ b, repeats)) / 1e9
 
 
-def median_seconds(fn, repeats, warmup=1):
-    """Median wall time of fn() over repeats calls, after warmup calls."""
+def call_seconds(fn, repeats, warmup=1):
+    """Wall time of each of ``repeats`` calls of fn(), after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -415,7 +409,12 @@ def median_seconds(fn, repeats, warmup=1):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
+
+
+def median_seconds(fn, repeats, warmup=1):
+    """Median wall time of fn() over repeats calls, after warmup calls."""
+    return float(np.median(call_seconds(fn, repeats, warmup)))
 
 
 def time_within(fn, budget=2.0, max_repeats=20):

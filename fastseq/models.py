@@ -347,11 +347,11 @@ class Seq2seq(BaseModel):
         _check_shared(self)
         V = self.decoder.embed.params[0].shape[0]
         xs = checks.token_ids("xs", xs, V)
-        ts = checks.token_ids("ts", ts, V, (xs.shape[0], None), self.softmax.ignore_label)
+        ignore = self.softmax.ignore_label
+        ts = checks.token_ids("ts", ts, V, (xs.shape[0], None), ignore)
         if ts.shape[1] < 2:
             raise ValueError(f"ts must have at least 2 columns (the start symbol and one "
                              f"target), got shape {ts.shape}")
-        ignore = self.softmax.ignore_label
         if (ts[:, :-1] == ignore).any():
             raise ValueError(f"ts[:, :-1] (the decoder's input) holds ignore_label ({ignore}); "
                              "only ts[:, -1], a target and never an input, may")

@@ -115,8 +115,9 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
 def matmul(C, A, B):
     """C = A @ B on fastseq's one-thread OpenBLAS, for products outside the time loops (the
     folded embedding W_embed @ Wx). NumPy's matmul would wake NumPy's own BLAS threads, which
-    then fight fastseq's spinning worker threads for the two cores: measured, that made a
-    0.03 ms product cost milliseconds."""
+    then fight fastseq's spinning worker threads for the two cores: measured, encoding an
+    AttentionSeq2seq question took 8.6 ms with NumPy's product, 2.8 ms of it in the encoder
+    kernel."""
     gemm(C, A, B, False, False, 0.0)
 
 

@@ -17,8 +17,8 @@ from .kernels.affine import (affine_backward, affine_forward, constant_input_bac
 from .kernels.attention import attention_backward, attention_forward
 from .kernels.blas import matmul
 from .kernels.embedding import embedding_backward, embedding_forward
-from .kernels.lstm import (lstm_backward, lstm_backward_tokens, lstm_forward,
-                           lstm_forward_tokens)
+from .kernels.lstm import (lstm_backward, lstm_forward, lstm_weight_grads,
+                           lstm_weight_grads_tokens)
 from .kernels.softmax import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 
@@ -135,10 +135,8 @@ class TimeLSTM(_Layer):
                  work.get("tanh_cs", (N, T, H), self.dtype),
                  work.get("h_prevs", (N, T, H), self.dtype))
         hs = np.empty((N, T, H), self.dtype)
-        if embed is None:
-            lstm_forward(hs, saved, xs, Wx[Dc:], Wh, bias, h0, c0, zero_state, chunks())
-        else:
-            lstm_forward_tokens(hs, saved, xs, E, Wh, bias, h0, c0, zero_state, chunks())
+        lstm_forward(hs, saved, xs, Wx[Dc:] if embed is None else E, Wh, bias, h0, c0,
+                     zero_state, chunks())
         self.h = hs[:, -1].copy()
         self.c = saved[1][:, -1].copy()
         self._cache = (xs, const, embed, saved)
@@ -154,20 +152,21 @@ class TimeLSTM(_Layer):
         Dc = 0 if const is None else const.shape[1]
         dhs = checks.floats("dhs", dhs, self.dtype, (N, T, H))
         dA = self._work.get("dA", (N, T, 4 * H), self.dtype)
-        work = (dA, self._work.get("dc", (N, H), self.dtype),
-                self._work.get("Wh_T", (4 * H, H), self.dtype))
         dh0 = np.empty((N, H), self.dtype)
+        n_chunks = chunks()
+        lstm_backward(dA, dh0, self._work.get("dc", (N, H), self.dtype),
+                      self._work.get("Wh_T", (4 * H, H), self.dtype), dhs, Wh, saved, n_chunks)
         dWx, dWh, db = self.grads
+        grads = (dWx[Dc:], dWh, db)
         if embed is None:
             dxs = np.empty((N, T, Wx.shape[0] - Dc), self.dtype)
-            lstm_backward(dxs, (dWx[Dc:], dWh, db), dh0, work, dhs, xs, Wx[Dc:], Wh, saved,
-                          chunks())
+            lstm_weight_grads(dxs, grads, dA, xs, Wx[Dc:], saved[3], n_chunks)
         else:
             dxs = None
             W_embed, = embed._checked_params()
-            work += (self._work.get("dE", (W_embed.shape[0], 4 * H), self.dtype),)
-            lstm_backward_tokens(embed.grads[0], (dWx[Dc:], dWh, db), dh0, work, dhs, xs,
-                                 W_embed, Wx[Dc:], Wh, saved, chunks())
+            dE = self._work.get("dE", (W_embed.shape[0], 4 * H), self.dtype)
+            lstm_weight_grads_tokens(embed.grads[0], grads, dE, dA, xs, W_embed, Wx[Dc:],
+                                     saved[3], n_chunks)
         self.dh = dh0
         self.dconst = _constant_input_backward(self, const, dWx, Wx, dA)
         return dxs
@@ -263,7 +262,7 @@ def _constant_input_backward(layer, const, dW, W, d_all):
     N, Dc = const.shape
     dconst = np.empty((N, Dc), layer.dtype)
     d_sum = layer._work.get("const_dsum", (N, W.shape[1]), layer.dtype)
-    constant_input_backward(dW[:Dc], dconst, d_sum, d_all, const, W[:Dc])
+    constant_input_backward(dW[:Dc], dconst, d_sum, d_all, const, W[:Dc], chunks())
     return dconst
 
 

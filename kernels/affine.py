@@ -79,18 +79,24 @@ def constant_input_forward(bias_rows, x_const, W_const, b, n_chunks):
                     row[m] += b[m]
 
 
-@kernel
-def constant_input_backward(dW_const, dx_const, d_sum, d_all, x_const, W_const):
+@kernel(parallel=True)
+def constant_input_backward(dW_const, dx_const, d_sum, d_all, x_const, W_const, n_chunks):
     """dW_const (Dc,M), dx_const (N,Dc) written; d_sum (N,M) scratch; d_all (N,T,M) the gradient
     of the layer's pre-activation at every step; x_const (N,Dc); W_const (Dc,M)."""
     # bias_rows[n] = x_const[n] @ W_const + b is added at every step t: sum its gradient over T
     N, T, M = d_all.shape
-    d_sum[:] = 0.0
-    for n in range(N):
-        row = d_sum[n]
-        for t in range(T):
-            d = d_all[n, t]
-            for m in range(M):
-                row[m] += d[m]
-    gemm(dW_const, x_const, d_sum, True, False, 0.0)
-    gemm(dx_const, d_sum, W_const, False, True, 0.0)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            for n in range(lo, hi):
+                row = d_sum[n]
+                row[:] = d_all[n, 0]
+                for t in range(1, T):
+                    d = d_all[n, t]
+                    for m in range(M):
+                        row[m] += d[m]
+            gemm(dx_const[lo:hi], d_sum[lo:hi], W_const, False, True, 0.0)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, M)
+        if lo < hi:
+            gemm(dW_const[:, lo:hi], x_const, d_sum[:, lo:hi], True, False, 0.0)

@@ -39,7 +39,7 @@ def _embedded_lstm_step(a, h, c_prev, c, tanh_c, ids, E, Wh, bias, first_row, h_
         gemm(a, h, Wh, False, False, 1.0)
     for i in range(a.shape[0]):
         b = bias[first_row + i if bias.shape[0] > 1 else 0]
-        lstm_cell_forward(a[i], b, c_prev[i], c[i], tanh_c[i], h[i])
+        lstm_cell_forward(a[i], b, c_prev[i], c[i], tanh_c[i], h[i], 0, h.shape[1])
 
 
 @kernel(parallel=True)

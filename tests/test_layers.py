@@ -7,13 +7,15 @@ Each case builds one set of inputs, runs a scenario (forwards, backwards, state 
 reference layer and with the fast layer under 1 and under 2 threads, and compares every output,
 every gradient and every state attribute: fast vs reference with the tolerances of the dtype,
 and 1 thread vs 2 threads to float rounding. Batch sizes 1, 3 and 5 put rows on both sides of
-the 2-chunk split, including an empty chunk (N=1).
+the 2-chunk split, including an empty chunk (N=1). The LSTM splits few rows by hidden units
+instead (fastseq.kernels.lstm.split_by_units): its N37 case takes the split by rows.
 """
 import numpy as np
 import pytest
 
 import fastseq.layers as fast
 import fastseq.reference.layers as ref
+from fastseq.kernels.lstm import split_by_units
 from conftest import DTYPES, THREAD_COUNTS, assert_close, assert_threads_agree, tolerances
 
 
@@ -103,13 +105,13 @@ def test_embedding(case, dtype, rng, thread_count):
 # --------------------------------------------------------------------------- TimeLSTM
 
 LSTM_SHAPES = {"base": (3, 4, 5, 6), "T1": (3, 1, 5, 6), "N1": (1, 4, 5, 6), "N5": (5, 3, 4, 2),
-               "H1": (3, 4, 5, 1), "D1": (3, 4, 1, 6), "D_lt_H": (3, 4, 2, 7)}
+               "H1": (3, 4, 5, 1), "D1": (3, 4, 1, 6), "D_lt_H": (3, 4, 2, 7), "N37": (37, 3, 4, 5)}
 LSTM_SCENARIOS = ["plain", "carry", "set_h", "set_hc", "reset"]
 LSTM_CASES = (
     [(shape, "contiguous", s) for shape in LSTM_SHAPES for s in ("plain", "carry")]
     + [("base", layout, s) for layout in ("reversed", "strided", "fortran")
        for s in ("plain", "carry")]
-    + [(shape, "contiguous", s) for shape in ("base", "N1", "N5", "H1")
+    + [(shape, "contiguous", s) for shape in ("base", "N1", "N5", "H1", "N37")
        for s in ("set_h", "set_hc", "reset")]
     + [("base", "reversed", "set_hc")]
 )
@@ -153,6 +155,7 @@ def test_lstm(shape, layout, scenario, dtype, rng, thread_count):
                 result[f"{name}{k}"] = g.copy()
         return result
 
+    assert split_by_units(N, 2) == (N < 37)  # both ways of splitting the time loops are run
     got = _compare_runs(run, dtype, thread_count)
     # the book's semantics, checked on the fast layer itself: h, c are the last step
     for result in got.values():

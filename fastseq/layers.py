@@ -154,8 +154,8 @@ class TimeLSTM(_Layer):
         dA = self._work.get("dA", (N, T, 4 * H), self.dtype)
         dh0 = np.empty((N, H), self.dtype)
         n_chunks = chunks()
-        lstm_backward(dA, dh0, self._work.get("dc", (N, H), self.dtype),
-                      self._work.get("Wh_T", (4 * H, H), self.dtype), dhs, Wh, saved, n_chunks)
+        lstm_backward(dA, dh0, self._work.get("dc", (N, H), self.dtype), dhs, Wh, saved,
+                      n_chunks)
         dWx, dWh, db = self.grads
         grads = (dWx[Dc:], dWh, db)
         if embed is None:

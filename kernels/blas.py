@@ -111,6 +111,20 @@ def _few_rows_product(C, A, B, beta):
                 c[j] += a * b[j]
 
 
+@helper
+def _few_rows_product_nt(C, A, B, beta):
+    """C = A @ B.T + beta * C for a C of a few rows: each element the dot product of a row of A
+    and a row of B."""
+    for i in range(C.shape[0]):
+        c, a = _row(C, i), _row(A, i)
+        for j in range(c.shape[0]):
+            b = _row(B, j)
+            total = c.dtype.type(0.0)
+            for k in range(a.shape[0]):
+                total += a[k] * b[k]
+            c[j] = total if beta == 0.0 else total + beta * c[j]
+
+
 @overload(gemm, jit_options=HELPER_OPTIONS)
 def _gemm(C, A, B, trans_a, trans_b, beta):
     cblas = _cblas_gemm[np.dtype(C.dtype.name)]
@@ -121,8 +135,11 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
         K = A.shape[0] if trans_a else A.shape[1]
         if M == 0 or N == 0:
             return
-        if M <= _FEW_ROWS and not trans_a and not trans_b:
-            _few_rows_product(C, A, B, beta)
+        if M <= _FEW_ROWS and not trans_a:
+            if trans_b:
+                _few_rows_product_nt(C, A, B, beta)
+            else:
+                _few_rows_product(C, A, B, beta)
             return
         cblas(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS,
               M, N, K, scalar(1.0), A.ctypes.data, _leading_dim(A), B.ctypes.data,

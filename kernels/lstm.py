@@ -181,7 +181,7 @@ def lstm_forward(hs, saved, inputs, W, Wh, bias, h0, c0, h0_is_zero, n_chunks):
 
 
 @helper
-def _step_backward(t, dA, dh_next, dc, dhs, Wh_T, gates, cs, tanh_cs, lo, hi):
+def _step_backward(t, dA, dh_next, dc, dhs, Wh, gates, cs, tanh_cs, lo, hi):
     """Backward step t for all rows of the block, hidden units [lo, hi): first dh_t, the
     gradient arriving from step t+1 (dA_{t+1} @ Wh.T; zero at the last step), then dA_t."""
     N, T, H = dhs.shape
@@ -189,50 +189,38 @@ def _step_backward(t, dA, dh_next, dc, dhs, Wh_T, gates, cs, tanh_cs, lo, hi):
         dh_next[:, lo:hi] = 0.0
         dc[:, lo:hi] = 0.0
     else:
-        gemm(dh_next[:, lo:hi], dA[:, t + 1], Wh_T[:, lo:hi], False, False, 0.0)
+        gemm(dh_next[:, lo:hi], dA[:, t + 1], Wh[lo:hi], False, True, 0.0)
     for n in range(N):
         lstm_cell_backward(dA[n, t], gates[n, t], cs[n, t], tanh_cs[n, t], dhs[n, t],
                            dh_next[n], dc[n], lo, hi)
 
 
-@helper
-def transpose(out, x):
-    """out (C,R) = x (R,C).T, in tiles that stay in cache."""
-    R, C = x.shape
-    for i0 in range(0, R, 32):
-        for j0 in range(0, C, 32):
-            for i in range(i0, min(i0 + 32, R)):
-                for j in range(j0, min(j0 + 32, C)):
-                    out[j, i] = x[i, j]
-
-
 @kernel(parallel=True)
-def lstm_backward(dA, dh0, dc, Wh_T, dhs, Wh, saved, n_chunks):
+def lstm_backward(dA, dh0, dc, dhs, Wh, saved, n_chunks):
     """The backward time loop: dA (N,T,4H) written with the gradient w.r.t. every step's gate
-    inputs, dh0 (N,H) with that w.r.t. h0; dc (N,H) and Wh_T (4H,H) scratch; dhs (N,T,H)
+    inputs, dh0 (N,H) with that w.r.t. h0; dc (N,H) scratch; dhs (N,T,H)
     upstream gradient; Wh (H,4H) and saved as given to / written by lstm_forward."""
     gates, cs, tanh_cs, h_prevs = saved
     N, T, H = dhs.shape
-    transpose(Wh_T, Wh)  # rebuilt every call: the optimizer changes Wh between calls
     # A_t = ... + h_{t-1} @ Wh  =>  dh_{t-1} = dA_t @ Wh.T; dh0 = dA_0 @ Wh.T is the last one
     if split_by_units(N, n_chunks):
         for t in range(T - 1, -1, -1):
             for k in prange(n_chunks):
                 lo, hi = chunk(k, n_chunks, H)
                 if lo < hi:
-                    _step_backward(t, dA, dh0, dc, dhs, Wh_T, gates, cs, tanh_cs, lo, hi)
+                    _step_backward(t, dA, dh0, dc, dhs, Wh, gates, cs, tanh_cs, lo, hi)
         for k in prange(n_chunks):
             lo, hi = chunk(k, n_chunks, H)
             if lo < hi:
-                gemm(dh0[:, lo:hi], dA[:, 0], Wh_T[:, lo:hi], False, False, 0.0)
+                gemm(dh0[:, lo:hi], dA[:, 0], Wh[lo:hi], False, True, 0.0)
     else:
         for k in prange(n_chunks):
             lo, hi = chunk(k, n_chunks, N)
             if lo < hi:
                 for t in range(T - 1, -1, -1):
-                    _step_backward(t, dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], Wh_T,
+                    _step_backward(t, dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], Wh,
                                    gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], 0, H)
-                gemm(dh0[lo:hi], dA[lo:hi, 0], Wh_T, False, False, 0.0)
+                gemm(dh0[lo:hi], dA[lo:hi, 0], Wh, False, True, 0.0)
 
 
 @kernel(parallel=True)

@@ -1,0 +1,58 @@
+"""The kernels' matrix product ``fastseq.kernels.blas.gemm`` against NumPy.
+
+gemm is callable only from compiled code, so the test compiles a wrapper. Cases: the compiled
+loops for one or two rows of C (plain and with B transposed) and OpenBLAS for more; every
+transpose combination the kernels use; operands that are strided row blocks of bigger arrays
+(``gates[:, t, lo:hi]``-style views); beta 0 (C's old contents, even NaN, ignored), 1 and 0.5.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+from conftest import DTYPES, tolerances
+from fastseq.kernels import jit
+from fastseq.kernels.blas import gemm
+
+
+@numba.njit(fastmath=jit.FASTMATH)
+def _gemm(C, A, B, trans_a, trans_b, beta):
+    gemm(C, A, B, trans_a, trans_b, beta)
+
+
+def _view(rng, rows, cols, dtype, strided):
+    """A (rows, cols) operand: C-contiguous, or a block of a wider, longer array (rows strided,
+    starting at a column offset)."""
+    if not strided:
+        return rng.standard_normal((rows, cols)).astype(dtype)
+    base = rng.standard_normal((2 * rows + 1, cols + 7)).astype(dtype)
+    return base[1::2, 3:3 + cols]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M", [1, 2, 3, 9])
+@pytest.mark.parametrize("trans", [(False, False), (False, True), (True, False)],
+                         ids=["NN", "NT", "TN"])
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+def test_gemm_matches_numpy(dtype, M, trans, strided, beta):
+    rng = np.random.default_rng(M)
+    N, K = 13, 37
+    trans_a, trans_b = trans
+    A = _view(rng, K, M, dtype, strided) if trans_a else _view(rng, M, K, dtype, strided)
+    B = _view(rng, N, K, dtype, strided) if trans_b else _view(rng, K, N, dtype, strided)
+    C = _view(rng, M, N, dtype, strided)
+    before = C.copy()
+    if beta == 0.0:
+        C[...] = np.nan  # must not leak into the result
+    want = (A.T if trans_a else A) @ (B.T if trans_b else B) + beta * before
+    _gemm(C, A, B, trans_a, trans_b, beta)
+    rtol, atol = tolerances(dtype)
+    np.testing.assert_allclose(C, want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("M", [0, 1])
+def test_gemm_empty_inner_dimension_gives_beta_times_c(M):
+    C = np.ones((M, 4), np.float32)
+    _gemm(C, np.empty((M, 0), np.float32), np.empty((0, 4), np.float32), False, False, 0.5)
+    np.testing.assert_array_equal(C, np.full((M, 4), 0.5, np.float32))

@@ -12,14 +12,13 @@ import ctypes
 import os
 
 import llvmlite.binding as llvm
-import numba
 import numpy as np
 import scipy_openblas32
 from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from .jit import HELPER_OPTIONS, helper, kernel
+from .views import row
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -70,24 +69,6 @@ def _leading_dim(X):
 _FEW_ROWS = 2
 
 
-@intrinsic
-def _as_pointer(typingctx, address):
-    sig = types.voidptr(address)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], cgutils.voidptr_t)
-
-    return sig, codegen
-
-
-@helper
-def _row(X, i):
-    """Row i of X (rows possibly strided, elements contiguous) as a C-contiguous 1-D view, so
-    loops over it vectorise (a row of a strided view has Numba's generic layout, which they
-    do not: measured, TimeLSTM forward of one sequence, T=29, H=256, 1.6 ms against 0.6 ms)."""
-    return numba.carray(_as_pointer(X[i:].ctypes.data), X.shape[1], X.dtype)
-
-
 @helper
 def _few_rows_product(C, A, B, beta):
     """C = A @ B + beta * C for a C of a few rows: each row a sum of scaled rows of B, four
@@ -95,18 +76,18 @@ def _few_rows_product(C, A, B, beta):
     K = A.shape[1]
     K4 = K - K % 4
     for i in range(C.shape[0]):
-        c = _row(C, i)
+        c = row(C, i)
         if beta == 0.0:
             c[:] = 0.0
         elif beta != 1.0:
             c *= beta
         for k in range(0, K4, 4):
             a0, a1, a2, a3 = A[i, k], A[i, k + 1], A[i, k + 2], A[i, k + 3]
-            b0, b1, b2, b3 = _row(B, k), _row(B, k + 1), _row(B, k + 2), _row(B, k + 3)
+            b0, b1, b2, b3 = row(B, k), row(B, k + 1), row(B, k + 2), row(B, k + 3)
             for j in range(c.shape[0]):
                 c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
         for k in range(K4, K):
-            a, b = A[i, k], _row(B, k)
+            a, b = A[i, k], row(B, k)
             for j in range(c.shape[0]):
                 c[j] += a * b[j]
 
@@ -116,9 +97,9 @@ def _few_rows_product_nt(C, A, B, beta):
     """C = A @ B.T + beta * C for a C of a few rows: each element the dot product of a row of A
     and a row of B."""
     for i in range(C.shape[0]):
-        c, a = _row(C, i), _row(A, i)
+        c, a = row(C, i), row(A, i)
         for j in range(c.shape[0]):
-            b = _row(B, j)
+            b = row(B, j)
             total = c.dtype.type(0.0)
             for k in range(a.shape[0]):
                 total += a[k] * b[k]

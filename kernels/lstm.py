@@ -39,6 +39,7 @@ from numba.extending import overload
 from .activations import sigmoid, tanh
 from .blas import column_sums, gemm
 from .jit import HELPER_OPTIONS, chunk, helper, kernel
+from .views import span
 
 # Below this many batch rows per thread, the time loops split hidden units across threads.
 ROWS_PER_THREAD = 16
@@ -54,8 +55,8 @@ def split_by_units(N, n_chunks):
 def _gates(x, lo, hi):
     """Units [lo, hi) of each gate of x (4H,): four views that start at index 0 (offsets into
     one view would cost sign checks that keep LLVM from vectorising the cell loops)."""
-    H = x.shape[0] // 4
-    return x[lo:hi], x[H + lo:H + hi], x[2 * H + lo:2 * H + hi], x[3 * H + lo:3 * H + hi]
+    H, n = x.shape[0] // 4, hi - lo
+    return span(x, lo, n), span(x, H + lo, n), span(x, 2 * H + lo, n), span(x, 3 * H + lo, n)
 
 
 @helper
@@ -80,8 +81,9 @@ def lstm_cell_forward(a, b, c_prev, c, tanh_c, h, lo, hi):
     c, tanh_c, h (H,) written."""
     af, ag, ai, ao = _gates(a, lo, hi)
     bf, bg, bi, bo = _gates(b, lo, hi)
-    _cell_forward(af, ag, ai, ao, bf, bg, bi, bo, c_prev[lo:hi], c[lo:hi], tanh_c[lo:hi],
-                  h[lo:hi])
+    n = hi - lo
+    _cell_forward(af, ag, ai, ao, bf, bg, bi, bo, span(c_prev, lo, n), span(c, lo, n),
+                  span(tanh_c, lo, n), span(h, lo, n))
 
 
 @helper
@@ -108,8 +110,9 @@ def lstm_cell_backward(da, a, c_prev, tanh_c, dh_out, dh_next, dc, lo, hi):
     step t+1, replaced by that of c_{t-1}."""
     daf, dag, dai, dao = _gates(da, lo, hi)
     f, g, i, o = _gates(a, lo, hi)
-    _cell_backward(daf, dag, dai, dao, f, g, i, o, c_prev[lo:hi], tanh_c[lo:hi], dh_out[lo:hi],
-                   dh_next[lo:hi], dc[lo:hi])
+    n = hi - lo
+    _cell_backward(daf, dag, dai, dao, f, g, i, o, span(c_prev, lo, n), span(tanh_c, lo, n),
+                   span(dh_out, lo, n), span(dh_next, lo, n), span(dc, lo, n))
 
 
 def input_projection(A, inputs, W):

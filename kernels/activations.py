@@ -6,8 +6,9 @@ scalar libm calls (tanh about 28 ns). In float32 these functions are branch-free
 error 1.2e-7 on [-80, 80]; sigmoid 1.5e-7; tanh 1.3e-7. In float64 they call libm, so the
 float64 path matches the NumPy reference to 1e-15 (gradient checks and twin tests run there).
 
-exp returns inf above ln(largest float32) and 0 below ln(smallest normal float32), so sigmoid
-and tanh saturate exactly at 0 / +-1.
+exp returns inf above ln(largest float32) and 0 below ln(smallest normal float32). sigmoid and
+tanh use the exp of the clamped argument, which is always finite, and still saturate exactly at
+0 / +-1 (float32 sigmoid 0.7 ns per value, tanh 1.0 ns, one thread).
 """
 
 import math
@@ -22,9 +23,12 @@ _f32 = np.float32
 
 
 @helper
-def _exp32(x_in):
+def _exp32_finite(x_in):
+    """e**x for x clamped to [ln(smallest normal), ln(largest float32)]: finite everywhere,
+    for sigmoid and tanh, which saturate without exp's overflow to inf and flush to 0 (two
+    selects fewer: sigmoid 0.79 -> 0.67 ns per value)."""
     # exp(x) = 2**n * exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2]
-    x = min(max(x_in, _f32(-87.33654)), _f32(88.72283))  # ln of the smallest / largest normal
+    x = min(max(x_in, _f32(-87.33654)), _f32(88.72283))
     n = np.floor(x * _f32(1.44269504088896341) + _f32(0.5))
     r = x - n * _f32(0.693359375) + n * _f32(2.12194440e-4)  # ln 2 split in two for accuracy
     p = _f32(1.9875691500e-4)
@@ -36,10 +40,22 @@ def _exp32(x_in):
     p = p * r * r + r + _f32(1.0)
     # p * 2**n by adding n to p's exponent bits (p is in [0.7, 1.42]): exact for every n the
     # clamp allows, where a float 2**n would overflow at n = 128
-    e = np.int32(np.float32(p).view(np.int32) + (np.int32(n) << np.int32(23))).view(np.float32)
+    return np.int32(np.float32(p).view(np.int32) + (np.int32(n) << np.int32(23))).view(np.float32)
+
+
+@helper
+def _exp32(x_in):
+    e = _exp32_finite(x_in)
     # beyond the clamp: overflow to inf and flush to 0, as NumPy's float32 exp (up to denormals)
     e = e if x_in <= _f32(88.72283) else _f32(np.inf)
     return e if x_in >= _f32(-87.33654) else _f32(0.0)
+
+
+@helper
+def _sigmoid32(x):
+    # below -ln(largest float32) the true value is under 3e-39: exactly 0, as with exp -> inf
+    s = _f32(1.0) / (_f32(1.0) + _exp32_finite(-x))
+    return s if x >= _f32(-88.72283) else _f32(0.0)
 
 
 @helper
@@ -54,7 +70,8 @@ def _tanh32(x):
     p = p * s - _f32(3.33332819422e-1)
     small = p * s * x + x
     # |x| >= 0.625: tanh|x| = 1 - 2 / (exp(2|x|) + 1), at least 0.55 so the error is relative too
-    big = _f32(1.0) - _f32(2.0) / (_exp32(_f32(2.0) * a) + _f32(1.0))
+    # (exp clamped at 3.4e38 leaves 1 - 6e-39, which rounds to 1 as 1 - 2 / inf does)
+    big = _f32(1.0) - _f32(2.0) / (_exp32_finite(_f32(2.0) * a) + _f32(1.0))
     big = big if x >= _f32(0.0) else -big
     return small if a < _f32(0.625) else big
 
@@ -84,7 +101,7 @@ def _exp(x):
 @overload(sigmoid, jit_options=HELPER_OPTIONS)
 def _sigmoid(x):
     if x == types.float32:
-        return lambda x: _f32(1.0) / (_f32(1.0) + _exp32(-x))
+        return lambda x: _sigmoid32(x)
     return lambda x: 1.0 / (1.0 + math.exp(-x))
 
 

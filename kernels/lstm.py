@@ -136,14 +136,13 @@ def _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, Wh, bias, h0_is_zero, lo, 
     """Step t for all rows of the block, hidden units [lo, hi); gates[:, t] holds the input
     projection."""
     N, T, H = hs.shape
-    if t == 0 and h0_is_zero:
-        pass
-    elif hi - lo == H:
-        gemm(gates[:, t], h_prevs[:, t], Wh, False, False, 1.0)
-    else:
-        for k in range(4):
-            gemm(gates[:, t, k * H + lo:k * H + hi], h_prevs[:, t], Wh[:, k * H + lo:k * H + hi],
-                 False, False, 1.0)
+    if t > 0 or not h0_is_zero:
+        if hi - lo == H:
+            gemm(gates[:, t], h_prevs[:, t], Wh, False, False, 1.0)
+        else:  # the four gates' columns of units [lo, hi)
+            for k in range(4):
+                gemm(gates[:, t, k * H + lo:k * H + hi], h_prevs[:, t],
+                     Wh[:, k * H + lo:k * H + hi], False, False, 1.0)
     for n in range(N):
         lstm_cell_forward(gates[n, t], bias[n if bias.shape[0] > 1 else 0], cs[n, t],
                           cs[n, t + 1], tanh_cs[n, t], hs[n, t], lo, hi)

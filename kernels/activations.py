@@ -26,7 +26,7 @@ _f32 = np.float32
 def _exp32_finite(x_in):
     """e**x for x clamped to [ln(smallest normal), ln(largest float32)]: finite everywhere,
     for sigmoid and tanh, which saturate without exp's overflow to inf and flush to 0 (two
-    selects fewer: sigmoid 0.79 -> 0.67 ns per value)."""
+    selects fewer: sigmoid 0.79 -> 0.70 ns per value, one thread)."""
     # exp(x) = 2**n * exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2]
     x = min(max(x_in, _f32(-87.33654)), _f32(88.72283))
     n = np.floor(x * _f32(1.44269504088896341) + _f32(0.5))

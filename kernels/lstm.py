@@ -202,7 +202,7 @@ def lstm_backward(dA, dh0, dc, dhs, Wh, saved, n_chunks):
     """The backward time loop: dA (N,T,4H) written with the gradient w.r.t. every step's gate
     inputs, dh0 (N,H) with that w.r.t. h0; dc (N,H) scratch; dhs (N,T,H)
     upstream gradient; Wh (H,4H) and saved as given to / written by lstm_forward."""
-    gates, cs, tanh_cs, h_prevs = saved
+    gates, cs, tanh_cs, _ = saved  # h_prevs serves the weight gradients only
     N, T, H = dhs.shape
     # A_t = ... + h_{t-1} @ Wh  =>  dh_{t-1} = dA_t @ Wh.T; dh0 = dA_0 @ Wh.T is the last one
     if split_by_units(N, n_chunks):

@@ -103,12 +103,13 @@ def weights(names, arrays):
     return dtype
 
 
-def unchanged(layer, shapes):
-    """Cheap guard before kernels read params and write grads: they still have their shapes,
+def unchanged(layer, shapes, kinds=("params", "grads")):
+    """Cheap guard before kernels read params (and write grads): they still have their shapes,
     the layer's dtype and C layout, and grads are writable (the lists must be updated in
-    place, never rebound to other arrays)."""
+    place, never rebound to other arrays). ``kinds``: which of the two lists to check."""
     for i, shape in enumerate(shapes):
-        for kind, a in (("params", layer.params[i]), ("grads", layer.grads[i])):
+        for kind in kinds:
+            a = getattr(layer, kind)[i]
             if (not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != layer.dtype
                     or not a.flags.c_contiguous or (kind == "grads" and not a.flags.writeable)):
                 got = (f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray)

@@ -32,8 +32,10 @@ class _Layer:
         self._shapes = [p.shape for p in params]
         self._cache = None
 
-    def _checked_params(self):
-        checks.unchanged(self, self._shapes)
+    def _checked_params(self, with_grads=True):
+        """The params, checked before a kernel reads them, and the grads, which a backward will
+        write (inference, ``with_grads=False``, leaves them alone)."""
+        checks.unchanged(self, self._shapes, ("params", "grads") if with_grads else ("params",))
         return self.params
 
 

@@ -19,10 +19,8 @@ import numpy as np
 
 from . import _checks as checks
 from ._files import atomic_write, load_arrays
-from .kernels.affine import constant_input_forward
-from .kernels.decode import greedy_decode, lstm_encode
-from .layers import (TimeAffine, TimeAttention, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss,
-                     fold_embedding)
+from .kernels.decode import greedy_generate
+from .layers import TimeAffine, TimeAttention, TimeEmbedding, TimeLSTM, TimeSoftmaxWithLoss
 from .threads import chunks
 
 
@@ -96,11 +94,6 @@ class Encoder:
         dhs[:, -1, :] = checks.floats("dh", dh, hs.dtype, (hs.shape[0], hs.shape[2]))
         self.lstm.backward(dhs)
 
-    def encode(self, xs):
-        """Inference only: the last hidden state (N,H) of xs (N,T) ids, in one compiled call
-        that keeps nothing for backward (generate uses it)."""
-        return _encode(self, xs, every_step=False)[:, 0]
-
 
 class Decoder:
     """Embedding + stateful LSTM started from the encoder's h + affine; returns scores."""
@@ -130,9 +123,12 @@ class Decoder:
 
     def generate(self, h, start_id, sample_size):
         """Greedy ids after start_id, starting from state h (N,H)."""
+        return _generate(self, start_id, sample_size, state=("h", h))
+
+    def _greedy_weights(self):
+        """The decoder's weights as greedy_generate takes them (kernels/decode.py), checked."""
         (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
-        return _generate(self, h, start_id, sample_size, E=fold_embedding(W_embed, Wx),
-                         Wh=Wh, lstm_bias=b.reshape(1, -1), W_out=W, out_bias=b_out.reshape(1, -1))
+        return W_embed, Wx, Wx[:0], Wh, b, W, W[:0], b_out
 
 
 class PeekyDecoder:
@@ -167,15 +163,12 @@ class PeekyDecoder:
 
     def generate(self, h, start_id, sample_size):
         """Greedy ids after start_id, with h (N,H) as initial state and peeked at every step."""
+        return _generate(self, start_id, sample_size, state=("h", h))
+
+    def _greedy_weights(self):
         (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
         H = Wh.shape[0]
-        h = checks.floats("h", h, Wh.dtype, (None, H))
-        lstm_bias = np.empty((h.shape[0], 4 * H), Wh.dtype)
-        constant_input_forward(lstm_bias, h, Wx[:H], b, chunks())
-        out_bias = np.empty((h.shape[0], W.shape[1]), Wh.dtype)
-        constant_input_forward(out_bias, h, W[:H], b_out, chunks())
-        return _generate(self, h, start_id, sample_size, E=fold_embedding(W_embed, Wx[H:]),
-                         Wh=Wh, lstm_bias=lstm_bias, W_out=W[H:], out_bias=out_bias)
+        return W_embed, Wx[H:], Wx[:H], Wh, b, W[H:], W[:H], b_out
 
 
 class AttentionEncoder(Encoder):
@@ -189,11 +182,6 @@ class AttentionEncoder(Encoder):
     def backward(self, dhs):
         """dhs (N,T,H); writes the grads (returns None, as Encoder.backward)."""
         self.lstm.backward(dhs)
-
-    def encode(self, xs):
-        """Inference only: every step's hidden state (N,T,H), as forward, in one compiled call
-        that keeps nothing for backward (generate uses it)."""
-        return _encode(self, xs, every_step=True)
 
 
 class AttentionDecoder:
@@ -238,52 +226,55 @@ class AttentionDecoder:
 
     def generate(self, enc_hs, start_id, sample_size):
         """Greedy ids after start_id, attending over enc_hs (N,Ts,H)."""
+        return _generate(self, start_id, sample_size, state=("enc_hs", enc_hs))
+
+    def _greedy_weights(self):
         (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
         H = Wh.shape[0]
-        enc_hs = checks.floats("enc_hs", enc_hs, Wh.dtype, (None, None, H))
-        return _generate(self, enc_hs[:, -1], start_id, sample_size,
-                         E=fold_embedding(W_embed, Wx), Wh=Wh, lstm_bias=b.reshape(1, -1),
-                         W_out=W[H:], out_bias=b_out.reshape(1, -1), enc_hs=enc_hs, W_ctx=W[:H])
-
-
-def _encode(encoder, xs, every_step):
-    W_embed, = encoder.embed._checked_params()
-    Wx, Wh, b = encoder.lstm._checked_params()
-    ids = checks.token_ids("xs", xs, W_embed.shape[0])
-    N, T = ids.shape
-    hs = np.empty((N, T if every_step else 1, Wh.shape[0]), Wh.dtype)
-    lstm_encode(hs, ids, fold_embedding(W_embed, Wx), Wh, b.reshape(1, -1), chunks())
-    return hs
+        return W_embed, Wx, Wx[:0], Wh, b, W[H:], W[:H], b_out
 
 
 def _decoder_params(decoder):
     """The params of a decoder's embedding, LSTM and affine, checked (still the arrays the
     kernels may index) before generate computes anything from them."""
-    return tuple(layer._checked_params() for layer in (decoder.embed, decoder.lstm,
-                                                       decoder.affine))
+    return tuple(layer._checked_params(with_grads=False)
+                 for layer in (decoder.embed, decoder.lstm, decoder.affine))
 
 
-def _generate(decoder, h, start_id, sample_size, E, Wh, lstm_bias, W_out, out_bias,
-              enc_hs=None, W_ctx=None):
-    """Check the arguments, run the compiled greedy loop, return the book's result type."""
-    V, H = W_out.shape[1], Wh.shape[0]
-    h = checks.floats("h", h, Wh.dtype, (None, H))
-    N = h.shape[0]
+def _generate(decoder, start_id, sample_size, state=None, encoder=None, xs=None):
+    """Check the arguments, run the compiled greedy loop, return the book's result type. The
+    decoder starts from encoder's encoding of the ids xs, or from state = (name, array): h (N,H),
+    or for attention the encoder's states enc_hs (N,Ts,H)."""
+    weights = decoder._greedy_weights()
+    W_embed, Wh = weights[0], weights[3]
+    V, H, dtype = W_embed.shape[0], Wh.shape[0], Wh.dtype
+    attention = isinstance(decoder, AttentionDecoder)
     if isinstance(start_id, bool) or not isinstance(start_id, (int, np.integer)) \
             or not 0 <= start_id < V:
         raise ValueError(f"start_id must be an integer id in [0, {V}), got {start_id!r}")
     if isinstance(sample_size, bool) or not isinstance(sample_size, (int, np.integer)) \
             or sample_size < 0:
         raise ValueError(f"sample_size must be a non-negative integer, got {sample_size!r}")
-    if enc_hs is None:
-        enc_hs, W_ctx = np.zeros((N, 0, H), Wh.dtype), np.zeros((H, V), Wh.dtype)
+    if encoder is not None:
+        (W_enc,) = encoder.embed._checked_params(with_grads=False)
+        encoder_lstm = encoder.lstm._checked_params(with_grads=False)
+        xs = checks.token_ids("xs", xs, W_enc.shape[0])
+        N, Ts = xs.shape
+        encoder_weights, enc_hs = (W_enc, *encoder_lstm), np.empty((0, 0, H), dtype)
+    else:
+        name, value = state
+        enc_hs = checks.floats(name, value, dtype, (None, None, H) if attention else (None, H))
+        if not attention:
+            enc_hs = enc_hs[:, None]
+        N, Ts = enc_hs.shape[:2]
+        xs, encoder_weights = np.empty((N, 0), np.int64), (W_embed, weights[1], Wh, weights[4])
     ids = np.empty((N, sample_size), np.int64)
-    weights = np.empty((N, sample_size, enc_hs.shape[1]), Wh.dtype)
-    greedy_decode(ids, weights, int(start_id), h, np.ascontiguousarray(E), Wh,
-                  np.ascontiguousarray(lstm_bias), W_out, np.ascontiguousarray(out_bias),
-                  (np.ascontiguousarray(enc_hs), np.ascontiguousarray(W_ctx)), chunks())
-    if enc_hs.shape[1]:
-        decoder.attention.attention_weights = [weights[:, s] for s in range(sample_size)]
+    attention_weights = np.empty((N, sample_size, Ts if attention else 0), dtype)
+    greedy_generate(ids, attention_weights, int(start_id), xs, encoder_weights, enc_hs, weights,
+                    attention, chunks())
+    if attention:
+        decoder.attention.attention_weights = [attention_weights[:, s]
+                                               for s in range(sample_size)]
     return [int(i) for i in ids[0]] if N == 1 else ids
 
 
@@ -366,7 +357,7 @@ class Seq2seq(BaseModel):
     def generate(self, xs, start_id, sample_size):
         """xs (N,Ts) question ids -> greedy answer ids (a list for N=1, else (N, sample_size))."""
         _check_shared(self)
-        return self.decoder.generate(self.encoder.encode(xs), start_id, sample_size)
+        return _generate(self.decoder, start_id, sample_size, encoder=self.encoder, xs=xs)
 
 
 class PeekySeq2seq(Seq2seq):

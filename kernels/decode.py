@@ -1,20 +1,26 @@
-"""Inference: encoding and greedy decoding, each one compiled call over all time steps.
+"""Inference: greedy decoding, one compiled call from the question ids to the answer ids.
 
-N batch, S output steps, V vocabulary, D embedding width, H hidden width, Ts encoder steps.
-Nothing is saved for a backward pass, so rows are processed in blocks of ``BLOCK`` whose
-working set (gate inputs, h, c) stays in cache for all steps; blocks are split across threads.
-The embedding is folded into the LSTM: the input projection of token v is row v of
-E = W_embed @ Wx (V,4H). One greedy kernel serves the book's three decoders:
+N batch, Ts question steps, S output steps, V vocabulary, D embedding width, H hidden width.
+Nothing is saved for a backward pass, so rows are processed in blocks of ``BLOCK``: a block is
+encoded and then decoded at once, its working set (gate inputs, h, c, the encoder's states)
+staying in cache; blocks are split across threads. The embeddings are folded into the LSTMs:
+the input projection of token v is row v of E = W_embed @ Wx (V,4H), computed once per call
+(or, when a call has fewer tokens than V, W_embed[v] @ Wx for each token). One greedy loop
+serves the book's three decoders:
 
-    a_t    = E[id_{t-1}] + h_{t-1} @ Wh + lstm_bias         c_0 = 0, h_0 given
+    a_t    = E[id_{t-1}] + h_{t-1} @ Wh + bias         c_0 = 0, h_0 = the encoder's last h
     h_t    = LSTM cell(a_t, c_{t-1})
-    score  = h_t @ W_out + out_bias (+ context_t @ W_ctx)   context_t = attention(hs_enc, h_t)
+    score  = h_t @ W_out + out_bias (+ context_t @ W_side)   context_t = attention(hs_enc, h_t)
     id_t   = argmax(score) (the first maximum, as np.argmax)
 
-    Seq2seq:   lstm_bias = b (1,4H);                  W_out = affine W; out_bias = affine b
-    Peeky:     lstm_bias = h_enc @ Wx[:H] + b (N,4H);  W_out = W[H:];   out_bias = h_enc @ W[:H] + b
-    Attention: lstm_bias = b;  W_ctx = W[:H], W_out = W[H:], out_bias = b; hs_enc (N,Ts,H)
-Without attention, hs_enc has Ts = 0.
+    Seq2seq:   bias = b;                    out_bias = b_out
+    Peeky:     bias = h_0 @ Wx_peek + b;    out_bias = h_0 @ W_side + b_out   (once per row)
+    Attention: bias = b;                    out_bias = b_out;  W_side multiplies context_t
+
+A whole call is one dispatch, which is most of what decoding a single question costs beyond
+its arithmetic. Measured, one question of PeekySeq2seq (H=128) in three alternating runs on a
+busy machine: medians 127 us as this one call against 162 us as five compiled calls (encode,
+two projections of h, decode) with two embedding folds between them.
 """
 
 import numpy as np
@@ -29,44 +35,32 @@ BLOCK = 128  # rows decoded together: measured best of 32-256 at H=128 and H=256
 
 
 @helper
-def _embedded_lstm_step(a, h, c_prev, c, tanh_c, ids, E, Wh, bias, first_row, h_is_zero):
+def _fold(W_embed, Wx, tokens):
+    """E = W_embed @ Wx (V,4H) when the call projects at least V tokens; else an empty E, and
+    each token is projected alone (one question: 7 tokens against a vocabulary of 13)."""
+    V = W_embed.shape[0] if tokens >= W_embed.shape[0] else 0
+    E = np.empty((V, Wx.shape[1]), Wx.dtype)
+    if V > 0:
+        gemm(E, W_embed, Wx, False, False, 0.0)
+    return E
+
+
+@helper
+def _embedded_lstm_step(a, h, c_prev, c, tanh_c, ids, embedding, Wh, bias, h_is_zero):
     """One LSTM step of a block of R rows fed token ids (R,): a (R,4H) scratch; h (R,H) read
-    (h_{t-1}) and overwritten (h_t); c_prev -> c (R,H); tanh_c (R,H) scratch; bias (1|N,4H)
-    with the block's first row at first_row."""
+    (h_{t-1}) and overwritten (h_t); c_prev -> c (R,H); tanh_c (R,H) scratch;
+    embedding = (E, W_embed, Wx) with E from _fold; bias (R|1,4H)."""
+    E, W_embed, Wx = embedding
     for i in range(a.shape[0]):
-        a[i] = E[ids[i]]
+        if E.shape[0] > 0:
+            a[i] = E[ids[i]]
+        else:
+            gemm(a[i:i + 1], W_embed[ids[i]:ids[i] + 1], Wx, False, False, 0.0)
     if not h_is_zero:
         gemm(a, h, Wh, False, False, 1.0)
     for i in range(a.shape[0]):
-        b = bias[first_row + i if bias.shape[0] > 1 else 0]
-        lstm_cell_forward(a[i], b, c_prev[i], c[i], tanh_c[i], h[i], 0, h.shape[1])
-
-
-@kernel(parallel=True)
-def lstm_encode(hs, ids, E, Wh, bias, n_chunks):
-    """The LSTM over token ids from a zero state: hs (N,T_out,H) written with every step's h
-    (T_out = T) or only the last one (T_out = 1); ids (N,T) int64; E (V,4H); Wh (H,4H);
-    bias (1,4H)."""
-    N, T = ids.shape
-    H = Wh.shape[0]
-    dtype = Wh.dtype
-    for k in prange(n_chunks):
-        lo, hi = chunk(k, n_chunks, N)
-        a = np.empty((BLOCK, 4 * H), dtype)
-        h = np.empty((BLOCK, H), dtype)
-        cs = np.empty((2, BLOCK, H), dtype)  # c_{t-1} and c_t, swapped every step
-        tanh_c = np.empty((BLOCK, H), dtype)
-        for r0 in range(lo, hi, BLOCK):
-            R = min(BLOCK, hi - r0)
-            h[:R] = 0.0
-            cs[0, :R] = 0.0
-            for t in range(T):
-                _embedded_lstm_step(a[:R], h[:R], cs[t % 2, :R], cs[(t + 1) % 2, :R], tanh_c[:R],
-                                    ids[r0:r0 + R, t], E, Wh, bias, r0, t == 0)
-                if hs.shape[1] == T:
-                    hs[r0:r0 + R, t] = h[:R]
-            if hs.shape[1] == 1:
-                hs[r0:r0 + R, 0] = h[:R]
+        lstm_cell_forward(a[i], bias[i if bias.shape[0] > 1 else 0], c_prev[i], c[i], tanh_c[i],
+                          h[i], 0, h.shape[1])
 
 
 @helper
@@ -88,45 +82,77 @@ def _attend(context, w, h_enc, h):
 
 
 @kernel(parallel=True)
-def greedy_decode(ids, weights_out, start_id, h0, E, Wh, lstm_bias, W_out, out_bias, attention,
-                  n_chunks):
-    """ids (N,S) int64 and weights_out (N,S,Ts) (attention weights; Ts = 0 without attention)
-    written; start_id: the first input id; h0 (N,H); E (V,4H); Wh (H,4H); lstm_bias (1|N,4H);
-    W_out (H,V); out_bias (1|N,V); attention = (hs_enc (N,Ts,H), W_ctx (H,V))."""
-    hs_enc, W_ctx = attention
+def greedy_generate(ids, weights_out, start_id, xs, encoder, state, decoder, attention,
+                    n_chunks):
+    """ids (N,S) int64 written with the answers; weights_out (N,S,Ts) with the attention
+    weights (Ts = 0 without attention); start_id the decoder's first input id.
+
+    The decoder starts from the encoding of xs (N,Ts) ids by encoder = (W_embed, Wx, Wh, b),
+    or, when xs has no columns, from state (N,Ts,H): the encoder's states, of which the decoder
+    starts from the last and attends over all. decoder = (W_embed (V,D), Wx (D,4H),
+    Wx_peek (H|0,4H), Wh (H,4H), b (4H,), W_out (H,V), W_side (H|0,V), b_out (V,));
+    ``attention``: W_side multiplies the context, else h_0 (Peeky)."""
+    W_embed, Wx, Wx_peek, Wh, b, W_out, W_side, b_out = decoder
     N, S = ids.shape
     H = Wh.shape[0]
     V = W_out.shape[1]
-    with_attention = hs_enc.shape[1] > 0
-    dtype = h0.dtype
+    dtype = Wh.dtype
+    encode = xs.shape[1] > 0
+    Ts = xs.shape[1] if encode else state.shape[1]
+    kept = Ts if attention else 1  # encoder states a block keeps: all, or the last
+    embedding = (_fold(W_embed, Wx, N * S), W_embed, Wx)
+    enc_W_embed, enc_Wx, enc_Wh, enc_b = encoder
+    enc_embedding = (_fold(enc_W_embed, enc_Wx, N * Ts if encode else 0), enc_W_embed, enc_Wx)
+    enc_bias = enc_b.reshape((1, 4 * H))
     for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, N)
         a = np.empty((BLOCK, 4 * H), dtype)
         h = np.empty((BLOCK, H), dtype)
-        cs = np.empty((2, BLOCK, H), dtype)
+        cs = np.empty((2, BLOCK, H), dtype)  # c_{t-1} and c_t, swapped every step
         tanh_c = np.empty((BLOCK, H), dtype)
+        hs_enc = np.empty((BLOCK if encode else 0, kept, H), dtype)
+        bias = np.empty((BLOCK, 4 * H), dtype)
+        out_bias = np.empty((BLOCK, V), dtype)
         score = np.empty((BLOCK, V), dtype)
         context = np.empty((BLOCK, H), dtype)
         last = np.empty(BLOCK, np.int64)
         for r0 in range(lo, hi, BLOCK):
             R = min(BLOCK, hi - r0)
-            h[:R] = h0[r0:r0 + R]
+            if encode:
+                h[:R] = 0.0
+                cs[0, :R] = 0.0
+                for t in range(Ts):
+                    _embedded_lstm_step(a[:R], h[:R], cs[t % 2, :R], cs[(t + 1) % 2, :R],
+                                        tanh_c[:R], xs[r0:r0 + R, t], enc_embedding, enc_Wh,
+                                        enc_bias, t == 0)
+                    if attention:
+                        hs_enc[:R, t] = h[:R]
+                block_enc = hs_enc[:R]
+            else:
+                block_enc = state[r0:r0 + R]
+                h[:R] = block_enc[:, Ts - 1]
+            for i in range(R):
+                bias[i] = b
+                out_bias[i] = b_out
+            if Wx_peek.shape[0] > 0:
+                gemm(bias[:R], h[:R], Wx_peek, False, False, 1.0)
+            if W_side.shape[0] > 0 and not attention:
+                gemm(out_bias[:R], h[:R], W_side, False, False, 1.0)
             cs[0, :R] = 0.0
             last[:R] = start_id
             for s in range(S):
                 _embedded_lstm_step(a[:R], h[:R], cs[s % 2, :R], cs[(s + 1) % 2, :R],
-                                    tanh_c[:R], last[:R], E, Wh, lstm_bias, r0, False)
+                                    tanh_c[:R], last[:R], embedding, Wh, bias[:R], False)
                 gemm(score[:R], h[:R], W_out, False, False, 0.0)
-                if with_attention:
+                if attention:
                     for i in range(R):
-                        _attend(context[i], weights_out[r0 + i, s], hs_enc[r0 + i], h[i])
-                    gemm(score[:R], context[:R], W_ctx, False, False, 1.0)
+                        _attend(context[i], weights_out[r0 + i, s], block_enc[i], h[i])
+                    gemm(score[:R], context[:R], W_side, False, False, 1.0)
                 for i in range(R):
-                    b = out_bias[r0 + i if out_bias.shape[0] > 1 else 0]
-                    row = score[i]
-                    best, best_id = row[0] + b[0], 0
+                    row, ob = score[i], out_bias[i]
+                    best, best_id = row[0] + ob[0], 0
                     for v in range(1, V):
-                        x = row[v] + b[v]
+                        x = row[v] + ob[v]
                         if x > best:
                             best, best_id = x, v
                     last[i] = best_id

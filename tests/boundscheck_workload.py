@@ -81,6 +81,10 @@ def check_models(rng, dtype):
         many = BLOCK + 2  # more rows than one decode block
         assert model.generate(rng.integers(0, V, (many, Ts)), 0, Td).shape == (many, Td)
         assert model.generate(rng.integers(0, V, (2, Ts)), 0, 0).shape == (2, 0)
+        # the decoder alone, from a given state (h, or every encoder state for attention)
+        state = rng.standard_normal((many, Ts, H)).astype(dtype)
+        state = state if name == "AttentionSeq2seq" else state[:, -1]
+        assert model.decoder.generate(state, 0, Td).shape == (many, Td)
 
 
 def check_that_bounds_are_checked():

@@ -125,11 +125,6 @@ class Decoder:
         """Greedy ids after start_id, starting from state h (N,H)."""
         return _generate(self, start_id, sample_size, state=("h", h))
 
-    def _greedy_weights(self):
-        """The decoder's weights as greedy_generate takes them (kernels/decode.py), checked."""
-        (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
-        return W_embed, Wx, Wx[:0], Wh, b, W, W[:0], b_out
-
 
 class PeekyDecoder:
     """Decoder that feeds the encoder's h to every step: the LSTM sees concat([h, embed]) and
@@ -164,11 +159,6 @@ class PeekyDecoder:
     def generate(self, h, start_id, sample_size):
         """Greedy ids after start_id, with h (N,H) as initial state and peeked at every step."""
         return _generate(self, start_id, sample_size, state=("h", h))
-
-    def _greedy_weights(self):
-        (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
-        H = Wh.shape[0]
-        return W_embed, Wx[H:], Wx[:H], Wh, b, W[H:], W[:H], b_out
 
 
 class AttentionEncoder(Encoder):
@@ -228,11 +218,6 @@ class AttentionDecoder:
         """Greedy ids after start_id, attending over enc_hs (N,Ts,H)."""
         return _generate(self, start_id, sample_size, state=("enc_hs", enc_hs))
 
-    def _greedy_weights(self):
-        (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(self)
-        H = Wh.shape[0]
-        return W_embed, Wx, Wx[:0], Wh, b, W[H:], W[:H], b_out
-
 
 def _decoder_params(decoder):
     """The params of a decoder's embedding, LSTM and affine, checked (still the arrays the
@@ -245,8 +230,7 @@ def _generate(decoder, start_id, sample_size, state=None, encoder=None, xs=None)
     """Check the arguments, run the compiled greedy loop, return the book's result type. The
     decoder starts from encoder's encoding of the ids xs, or from state = (name, array): h (N,H),
     or for attention the encoder's states enc_hs (N,Ts,H)."""
-    weights = decoder._greedy_weights()
-    W_embed, Wh = weights[0], weights[3]
+    (W_embed,), (Wx, Wh, b), (W, b_out) = _decoder_params(decoder)
     V, H, dtype = W_embed.shape[0], Wh.shape[0], Wh.dtype
     attention = isinstance(decoder, AttentionDecoder)
     if isinstance(start_id, bool) or not isinstance(start_id, (int, np.integer)) \
@@ -267,15 +251,16 @@ def _generate(decoder, start_id, sample_size, state=None, encoder=None, xs=None)
         if not attention:
             enc_hs = enc_hs[:, None]
         N, Ts = enc_hs.shape[:2]
-        xs, encoder_weights = np.empty((N, 0), np.int64), (W_embed, weights[1], Wh, weights[4])
+        xs = np.empty((N, 0), np.int64)  # no question: the kernel starts from enc_hs
+        encoder_weights = (W_embed, Wx, Wh, b)  # an encoder's types; not read without xs
     ids = np.empty((N, sample_size), np.int64)
     attention_weights = np.empty((N, sample_size, Ts if attention else 0), dtype)
-    greedy_generate(ids, attention_weights, int(start_id), xs, encoder_weights, enc_hs, weights,
-                    attention, chunks())
+    greedy_generate(ids, attention_weights, int(start_id), xs, encoder_weights, enc_hs,
+                    (W_embed, Wx, Wh, b, W, b_out), attention, chunks())
     if attention:
         decoder.attention.attention_weights = [attention_weights[:, s]
                                                for s in range(sample_size)]
-    return [int(i) for i in ids[0]] if N == 1 else ids
+    return ids[0].tolist() if N == 1 else ids
 
 
 class BaseModel:

@@ -89,18 +89,22 @@ def greedy_generate(ids, weights_out, start_id, xs, encoder, state, decoder, att
 
     The decoder starts from the encoding of xs (N,Ts) ids by encoder = (W_embed, Wx, Wh, b),
     or, when xs has no columns, from state (N,Ts,H): the encoder's states, of which the decoder
-    starts from the last and attends over all. decoder = (W_embed (V,D), Wx (D,4H),
-    Wx_peek (H|0,4H), Wh (H,4H), b (4H,), W_out (H,V), W_side (H|0,V), b_out (V,));
-    ``attention``: W_side multiplies the context, else h_0 (Peeky)."""
-    W_embed, Wx, Wx_peek, Wh, b, W_out, W_side, b_out = decoder
+    starts from the last and attends over all. decoder = (W_embed (V,D), Wx (P+D,4H), Wh (H,4H),
+    b (4H,), W (Q+H,V), b_out (V,)), the decoder's params: the first P rows of Wx, Wx_peek,
+    multiply h_0 (Peeky: P = H, else 0), the first Q rows of W, W_side, multiply the context
+    (``attention``) or h_0 (Peeky: Q = H; Seq2seq: 0)."""
+    W_embed, Wx, Wh, b, W, b_out = decoder
     N, S = ids.shape
     H = Wh.shape[0]
-    V = W_out.shape[1]
+    V = W.shape[1]
+    P, Q = Wx.shape[0] - W_embed.shape[1], W.shape[0] - H
+    Wx_peek, Wx_embed = Wx[:P], Wx[P:]
+    W_side, W_out = W[:Q], W[Q:]
     dtype = Wh.dtype
     encode = xs.shape[1] > 0
     Ts = xs.shape[1] if encode else state.shape[1]
     kept = Ts if attention else 1  # encoder states a block keeps: all, or the last
-    embedding = (_fold(W_embed, Wx, N * S), W_embed, Wx)
+    embedding = (_fold(W_embed, Wx_embed, N * S), W_embed, Wx_embed)
     enc_W_embed, enc_Wx, enc_Wh, enc_b = encoder
     enc_embedding = (_fold(enc_W_embed, enc_Wx, N * Ts if encode else 0), enc_W_embed, enc_Wx)
     enc_bias = enc_b.reshape((1, 4 * H))

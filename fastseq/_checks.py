@@ -103,7 +103,7 @@ def weights(names, arrays):
     return dtype
 
 
-def unchanged(layer, shapes, kinds=("params", "grads")):
+def unchanged(layer, shapes, kinds):
     """Cheap guard before kernels read params (and write grads): they still have their shapes,
     the layer's dtype and C layout, and grads are writable (the lists must be updated in
     place, never rebound to other arrays). ``kinds``: which of the two lists to check."""

@@ -25,8 +25,11 @@ import numba
 from numba.core import caching
 
 # Exact division (no 'arcp') and IEEE NaN/inf semantics (no 'nnan'/'ninf': isfinite checks in
-# kernels must not be optimised away); reassociation and FMA contraction let loops vectorise.
-FASTMATH = {"nsz", "contract", "reassoc"}
+# kernels must not be optimised away); reassociation lets loops vectorise. No FMA contraction
+# ('contract'): with it, LLVM fused different multiply-adds in a kernel compiled in the running
+# process and in the same kernel loaded from the cache, so the process that compiled computed
+# other numbers than later ones. Hot multiply-adds are fused explicitly (activations.fma).
+FASTMATH = {"nsz", "reassoc"}
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -136,9 +139,9 @@ def kernel(func=None, *, parallel=False, exact=False):
 
     ``parallel=True``: the kernel splits its work over ``prange`` chunks (without a thread-safe
     Numba threading layer, launches from several threads are serialised).
-    ``exact=True``: IEEE arithmetic exactly as written, without FASTMATH (no reassociation or
-    FMA contraction), for results that must match NumPy's bit for bit or that reassociation
-    would ruin; helpers it calls keep their own flags.
+    ``exact=True``: IEEE arithmetic exactly as written, without FASTMATH (no reassociation),
+    for results that must match NumPy's bit for bit or that reassociation would ruin; helpers it
+    calls keep their own flags.
     """
     if func is None:
         return functools.partial(kernel, parallel=parallel, exact=exact)

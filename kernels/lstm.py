@@ -36,7 +36,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from .activations import sigmoid, tanh
+from .activations import fma, sigmoid, tanh
 from .blas import column_sums, gemm
 from .jit import HELPER_OPTIONS, chunk, helper, kernel
 from .views import span
@@ -67,7 +67,7 @@ def _cell_forward(af, ag, ai, ao, bf, bg, bi, bo, c_prev, c, tanh_c, h):
         i = sigmoid(ai[j] + bi[j])
         o = sigmoid(ao[j] + bo[j])
         af[j], ag[j], ai[j], ao[j] = f, g, i, o
-        cj = f * c_prev[j] + g * i
+        cj = fma(f, c_prev[j], g * i)
         c[j] = cj
         tc = tanh(cj)
         tanh_c[j] = tc

@@ -134,11 +134,11 @@ def softmax_row(out, x):
     m = x[0]
     for k in range(1, x.shape[0]):
         m = max(m, x[k])
+    for k in range(x.shape[0]):  # apart from the sum, so that exp vectorises
+        out[k] = exp(x[k] - m)
     s = x.dtype.type(0.0)
     for k in range(x.shape[0]):
-        e = exp(x[k] - m)
-        out[k] = e
-        s += e
+        s += out[k]
     inv = x.dtype.type(1.0) / s
     for k in range(x.shape[0]):
         out[k] *= inv

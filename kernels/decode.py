@@ -28,8 +28,8 @@ one row (best of 30 runs of 300).
 import numpy as np
 from numba import prange
 
-from .activations import softmax_row
-from .blas import gemm
+from .activations import fma, softmax_row
+from .blas import DOT_LANES, dot, gemm
 from .jit import chunk, helper, kernel
 from .lstm import lstm_cell_forward
 
@@ -66,21 +66,18 @@ def _embedded_lstm_step(a, h, c_prev, c, tanh_c, ids, embedding, Wh, bias, h_is_
 
 
 @helper
-def _attend(context, w, h_enc, h):
-    """One row and step: w (Ts,) = softmax(h_enc (Ts,H) @ h (H,)), context (H,) = w @ h_enc."""
+def _attend(context, w, h_enc, h, acc):
+    """One row and step: w (Ts,) = softmax(h_enc (Ts,H) @ h (H,)), context (H,) = w @ h_enc;
+    acc scratch for dot."""
     Ts, H = h_enc.shape
     for s in range(Ts):
-        e = h_enc[s]
-        acc = h.dtype.type(0.0)
-        for j in range(H):
-            acc += e[j] * h[j]
-        w[s] = acc
+        w[s] = dot(h_enc[s], h, acc)
     softmax_row(w, w)
     context[:] = 0.0
     for s in range(Ts):
         e, ws = h_enc[s], w[s]
         for j in range(H):
-            context[j] += ws * e[j]
+            context[j] = fma(ws, e[j], context[j])
 
 
 @kernel(parallel=True)
@@ -123,6 +120,7 @@ def greedy_generate(ids, weights_out, start_id, xs, encoder, state, decoder, att
         score = np.empty((B, V), dtype)
         context = np.empty((B, H), dtype)
         last = np.empty(B, np.int64)
+        acc = np.empty(DOT_LANES)
         for r0 in range(lo, hi, BLOCK):
             R = min(B, hi - r0)
             if encode:
@@ -153,7 +151,7 @@ def greedy_generate(ids, weights_out, start_id, xs, encoder, state, decoder, att
                 gemm(score[:R], h[:R], W_out, False, False, 0.0)
                 if attention:
                     for i in range(R):
-                        _attend(context[i], weights_out[r0 + i, s], block_enc[i], h[i])
+                        _attend(context[i], weights_out[r0 + i, s], block_enc[i], h[i], acc)
                     gemm(score[:R], context[:R], W_side, False, False, 1.0)
                 for i in range(R):
                     row, ob = score[i], out_bias[i]

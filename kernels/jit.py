@@ -24,12 +24,13 @@ import warnings
 import numba
 from numba.core import caching
 
-# Exact division (no 'arcp') and IEEE NaN/inf semantics (no 'nnan'/'ninf': isfinite checks in
-# kernels must not be optimised away); reassociation lets loops vectorise. No FMA contraction
-# ('contract'): with it, LLVM fused different multiply-adds in a kernel compiled in the running
-# process and in the same kernel loaded from the cache, so the process that compiled computed
-# other numbers than later ones. Hot multiply-adds are fused explicitly (activations.fma).
-FASTMATH = {"nsz", "reassoc"}
+# Only 'nsz' (the sign of a zero may be ignored, so x + 0.0 folds to x). Exact division (no
+# 'arcp'), IEEE NaN/inf semantics (no 'nnan'/'ninf': isfinite checks must not be optimised
+# away), and neither 'reassoc' nor 'contract': with them, LLVM reordered sums and fused
+# multiply-adds differently in a kernel compiled in the running process and in the same kernel
+# loaded from the cache, so the process that compiled computed other numbers than later ones.
+# Where fusing or reordering pays, the source does it: activations.fma, blas.dot.
+FASTMATH = {"nsz"}
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -139,9 +140,8 @@ def kernel(func=None, *, parallel=False, exact=False):
 
     ``parallel=True``: the kernel splits its work over ``prange`` chunks (without a thread-safe
     Numba threading layer, launches from several threads are serialised).
-    ``exact=True``: IEEE arithmetic exactly as written, without FASTMATH (no reassociation),
-    for results that must match NumPy's bit for bit or that reassociation would ruin; helpers it
-    calls keep their own flags.
+    ``exact=True``: IEEE arithmetic exactly as written, without FASTMATH (signed zeros kept),
+    for results that must match NumPy's bit for bit; helpers it calls keep their own flags.
     """
     if func is None:
         return functools.partial(kernel, parallel=parallel, exact=exact)
@@ -159,12 +159,18 @@ def kernel(func=None, *, parallel=False, exact=False):
     return serialised
 
 
-def helper(func=None, *, exact=False):
+def helper(func=None, *, exact=False, any_order=False):
     """Compile ``func`` as a helper called from kernels (compiled into each caller, not cached
-    alone). ``exact=True``: without FASTMATH, as for kernels."""
+    alone). ``exact=True``: without FASTMATH, as for kernels. ``any_order=True``: FASTMATH plus
+    reassociation, so that its reductions vectorise; only for helpers whose result cannot
+    depend on the order of their operations (a sum of zeros and NaNs)."""
     if func is None:
-        return functools.partial(helper, exact=exact)
-    return numba.njit(**(dict(HELPER_OPTIONS, fastmath=False) if exact else HELPER_OPTIONS))(func)
+        return functools.partial(helper, exact=exact, any_order=any_order)
+    if exact:
+        return numba.njit(**dict(HELPER_OPTIONS, fastmath=False))(func)
+    if any_order:
+        return numba.njit(**dict(HELPER_OPTIONS, fastmath=FASTMATH | {"reassoc"}))(func)
+    return numba.njit(**HELPER_OPTIONS)(func)
 
 
 @helper

@@ -5,7 +5,7 @@ element ranges. The updates compile without fastmath (``exact``), so they give N
 bit for bit. Adam follows the book's update as NumPy 2 evaluates it: m and v in the parameter's
 dtype, the step ``lr_t * m / (sqrt(v) + eps)`` in float64 (lr_t is a float64 scalar),
 subtracted from the parameter and rounded back to its dtype. The gradient norm's sum of squares
-is accumulated in float64 in whatever order vectorises (its rounding is far below float32's).
+is accumulated in float64 (``blas.dot``).
 """
 
 import math
@@ -13,6 +13,7 @@ import math
 import numpy as np
 from numba import prange
 
+from .blas import DOT_LANES, dot
 from .jit import chunk, helper, kernel
 
 
@@ -61,24 +62,16 @@ def adam_update(params, grads, ms, vs, lr_t, beta1, beta2, eps, n_chunks):
                         m.dtype.type(1.0 - beta1), v.dtype.type(1.0 - beta2), v.dtype.type(eps))
 
 
-@helper
-def _sum_of_squares_chunk(a):
-    # float64 sums, reassociated (FASTMATH) so that the loop vectorises
-    total = 0.0
-    for j in range(a.shape[0]):
-        total += float(a[j]) * float(a[j])
-    return total
-
-
 @kernel(parallel=True)
 def sum_of_squares(arrays, n_chunks):
     """sum(a**2) over all arrays (a tuple of 1-D arrays), accumulated in float64."""
     partial = np.zeros(n_chunks)
     for k in prange(n_chunks):
+        acc = np.empty(DOT_LANES)
         for i in range(len(arrays)):
             a = arrays[i]
             lo, hi = chunk(k, n_chunks, a.shape[0])
-            partial[k] += _sum_of_squares_chunk(a[lo:hi])
+            partial[k] += dot(a[lo:hi], a[lo:hi], acc)
     return partial.sum()
 
 

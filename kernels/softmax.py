@@ -10,10 +10,18 @@ import numpy as np
 from numba import prange
 
 from .activations import softmax_row
-from .jit import chunk, kernel
+from .jit import chunk, helper, kernel
 
 
-@kernel(parallel=True, exact=True)  # reassociation would absorb log s into a huge max
+@helper(any_order=True)
+def _all_finite(x):
+    nonfinite = x.dtype.type(0.0)  # x * 0 is 0, or NaN where x is NaN or inf
+    for v in range(x.shape[0]):
+        nonfinite += x[v] * x.dtype.type(0.0)
+    return math.isfinite(nonfinite)
+
+
+@kernel(parallel=True)
 def softmax_cross_entropy_forward(probs, scores, labels, ignore_label, n_chunks):
     """probs (M,V) = softmax(scores (M,V)) row by row; labels (M,).
     Returns (sum over kept rows of -log softmax(scores)[label], number of kept rows, number of
@@ -27,10 +35,7 @@ def softmax_cross_entropy_forward(probs, scores, labels, ignore_label, n_chunks)
         lo, hi = chunk(k, n_chunks, M)
         for r in range(lo, hi):
             x = scores[r]
-            nonfinite = x.dtype.type(0.0)  # x * 0 is 0, or NaN where x is NaN or inf
-            for v in range(x.shape[0]):
-                nonfinite += x[v] * x.dtype.type(0.0)
-            if not math.isfinite(nonfinite):
+            if not _all_finite(x):
                 bad[k] += 1
                 continue
             m, log_s = softmax_row(probs[r], x)

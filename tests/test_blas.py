@@ -1,4 +1,5 @@
-"""The kernels' matrix product ``fastseq.kernels.blas.gemm`` against NumPy.
+"""The kernels' matrix product ``fastseq.kernels.blas.gemm`` against NumPy, and their dot
+product ``dot``.
 
 gemm is callable only from compiled code, so the test compiles a wrapper. Cases: the compiled
 loops for one or two rows of C (plain and with B transposed) and OpenBLAS for more; every
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import DTYPES, tolerances
 from fastseq.kernels import jit
-from fastseq.kernels.blas import gemm
+from fastseq.kernels.blas import DOT_LANES, dot, gemm
 
 
 @numba.njit(fastmath=jit.FASTMATH)
@@ -56,3 +57,25 @@ def test_gemm_empty_inner_dimension_gives_beta_times_c(M):
     C = np.ones((M, 4), np.float32)
     _gemm(C, np.empty((M, 0), np.float32), np.empty((0, 4), np.float32), False, False, 0.5)
     np.testing.assert_array_equal(C, np.full((M, 4), 0.5, np.float32))
+
+
+@numba.njit(fastmath=jit.FASTMATH)
+def _dot(a, b):
+    return dot(a, b, np.empty(DOT_LANES))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 100, 259])
+def test_dot_adds_interleaved_partial_sums_in_a_fixed_order(dtype, n):
+    rng = np.random.default_rng(n)
+    a, b = rng.standard_normal((2, n)).astype(dtype)
+    # float32 products are exact in float64, so each fused multiply-add rounds once, as here
+    m = n - n % DOT_LANES
+    lanes = [sum((float(a[k]) * float(b[k]) for k in range(lane, m, DOT_LANES)), 0.0)
+             for lane in range(DOT_LANES)]
+    tail = sum((float(a[k]) * float(b[k]) for k in range(m, n)), 0.0)
+    got = _dot(a, b)
+    if dtype == np.float32:
+        assert got == sum(lanes, tail)
+    assert got == pytest.approx(float(np.dot(a.astype(np.float64), b.astype(np.float64))),
+                                rel=1e-12, abs=1e-12)

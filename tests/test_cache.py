@@ -54,8 +54,9 @@ def test_stamp_covers_every_kernel_source(monkeypatch, tmp_path):
     assert jit._sources_digest() != before
 
 
-# A small embedding kernel and a parallel one (TimeLSTM's forward), run in a new process. The
-# LSTM is wide enough for its cell loops to vectorise, and its gates reach both branches of tanh.
+# A small embedding kernel and parallel ones (TimeLSTM's forward and backward), run in a new
+# process. The LSTM has enough rows to split them across threads (a training batch's path) and
+# is wide enough for its loops to vectorise; its gates reach both branches of tanh.
 _RUN = textwrap.dedent("""
     import hashlib, warnings, numpy as np
     with warnings.catch_warnings(record=True) as caught:
@@ -65,24 +66,25 @@ _RUN = textwrap.dedent("""
         from fastseq.kernels.lstm import lstm_forward
         out = fastseq.TimeEmbedding(np.ones((5, 3), np.float32)).forward(np.array([[0, 4, 2]]))
         rng = np.random.default_rng(0)
-        N, T, D, H = 4, 6, 8, 64
+        N, T, D, H = 40, 6, 8, 64
         lstm = fastseq.TimeLSTM((rng.standard_normal((D, 4 * H)) / np.sqrt(D)).astype("f"),
                                 (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype("f"),
                                 np.zeros(4 * H, "f"))
         hs = lstm.forward(rng.standard_normal((N, T, D)).astype("f"))
+        dxs = lstm.backward(rng.standard_normal((N, T, H)).astype("f"))
     assert out.shape == (1, 3, 3) and (out == 1).all()
     stats = [embedding_forward.stats, getattr(lstm_forward, "dispatcher", lstm_forward).stats]
     print(len([w for w in caught if "fastseq" in str(w.message)]),
           *[f"{len(s.cache_hits)},{len(s.cache_misses)}" for s in stats],
-          hashlib.sha256(hs.tobytes()).hexdigest())
+          hashlib.sha256(b"".join(a.tobytes() for a in [hs, dxs, *lstm.grads])).hexdigest())
 """)
 
 
 @pytest.fixture
 def run(run_python):
     """Runs _RUN with the environment variables given; returns (fastseq warnings, (hits,
-    misses) of the embedding kernel, (hits, misses) of the LSTM kernel, a hash of the LSTM's
-    output)."""
+    misses) of the embedding kernel, (hits, misses) of the LSTM's forward kernel, a hash of the
+    LSTM's outputs and gradients)."""
     def run_with(**variables):
         env = dict(os.environ, **variables)
         env.pop("NUMBA_DISABLE_JIT", None)

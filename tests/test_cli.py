@@ -325,7 +325,9 @@ def test_ctrl_c_while_saving_waits_for_the_files(tmp_path, monkeypatch, capsys):
 
     def interrupted_write(path, obj):
         if os.path.basename(path) == "vocab.json":
-            os.kill(os.getpid(), signal.SIGINT)
+            # to this thread, handled before raise_signal returns (os.kill's process-wide
+            # signal may go to any thread, and was once missed here under load)
+            signal.raise_signal(signal.SIGINT)
         write_json(path, obj)
 
     monkeypatch.setattr(cli, "_write_json", interrupted_write)

@@ -325,14 +325,18 @@ def test_ctrl_c_while_saving_waits_for_the_files(tmp_path, monkeypatch, capsys):
 
     def interrupted_write(path, obj):
         if os.path.basename(path) == "vocab.json":
-            # to this thread, handled before raise_signal returns (os.kill's process-wide
-            # signal may go to any thread, and was once missed here under load)
             signal.raise_signal(signal.SIGINT)
         write_json(path, obj)
 
     monkeypatch.setattr(cli, "_write_json", interrupted_write)
-    out = tmp_path / "S"
-    code, _, _ = run(capsys, "train", "--out", out, *TINY)
+    # Ctrl-C raising KeyboardInterrupt, as in a terminal (a shell's background job, e.g. a CI
+    # runner's, inherits SIGINT ignored, and train then rightly carries on)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        out = tmp_path / "S"
+        code, _, _ = run(capsys, "train", "--out", out, *TINY)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130
     assert_holds_epoch(out, 1)  # epoch 1's files, all of them
     assert (out / "history.png").is_file()

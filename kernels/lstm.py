@@ -61,17 +61,24 @@ def _gates(x, lo, hi):
 
 @helper
 def _cell_forward(af, ag, ai, ao, bf, bg, bi, bo, c_prev, c, tanh_c, h):
-    for j in range(np.uint64(c.shape[0])):
-        f = sigmoid(af[j] + bf[j])
-        g = tanh(ag[j] + bg[j])
-        i = sigmoid(ai[j] + bi[j])
-        o = sigmoid(ao[j] + bo[j])
-        af[j], ag[j], ai[j], ao[j] = f, g, i, o
-        cj = fma(f, c_prev[j], g * i)
+    # One loop per gate, then one for the state: a unit's five activations in one loop form a
+    # dependency chain too long for the core to overlap iterations (measured, H=128, one
+    # thread: 5.1 against 4.4 ns per unit; the same operations, so the same bits).
+    n = np.uint64(c.shape[0])
+    for j in range(n):
+        af[j] = sigmoid(af[j] + bf[j])
+    for j in range(n):
+        ag[j] = tanh(ag[j] + bg[j])
+    for j in range(n):
+        ai[j] = sigmoid(ai[j] + bi[j])
+    for j in range(n):
+        ao[j] = sigmoid(ao[j] + bo[j])
+    for j in range(n):
+        cj = fma(af[j], c_prev[j], ag[j] * ai[j])
         c[j] = cj
         tc = tanh(cj)
         tanh_c[j] = tc
-        h[j] = o * tc
+        h[j] = ao[j] * tc
 
 
 @helper

@@ -56,6 +56,8 @@ def measure(benchmark, sgemm_rate):
         single = side == "fastseq" and getattr(workload, "single_run", False)
         benchmark.pedantic(fn, warmup_rounds=0 if single else 1,
                            rounds=1 if single else _rounds(workload), iterations=1)
+        if benchmark.stats is None:  # --benchmark-disable: fn ran once, untimed
+            return
         seconds = benchmark.stats.stats.median
         _results.setdefault(workload.name, (workload, {}))[1][side] = seconds
         if side == "fastseq":

@@ -354,28 +354,52 @@ def workloads(group, cold=False):
 
 def measure(workload, sgemm_rate, *, reference=True, torch=False, budget=2.0,
             reference_times=None):
-    """Check the workload, time fastseq (and the reference, and PyTorch when ``torch`` and the
-    workload has an equivalent) for about ``budget`` seconds each; returns its table row.
-    ``reference_times`` (a dict) shares reference timings between workloads of the same
-    ``reference_key``."""
+    """Check the workload, then time fastseq (and the reference, and PyTorch when ``torch`` and
+    the workload has an equivalent) for about ``budget`` seconds each, the sides taking turns
+    (``interleaved_medians``); returns its table row. ``reference_times`` (a dict) shares
+    reference timings between workloads of the same ``reference_key``."""
     workload.check()
-    quiet()
     if getattr(workload, "single_run", False):
-        seconds = {"fastseq": median_seconds(workload.fast, 1, warmup=0)}
-    else:
-        seconds = {"fastseq": time_within(workload.fast, budget)}
-    if reference and workload.reference is not None:
-        reference_times = {} if reference_times is None else reference_times
-        key = getattr(workload, "reference_key", workload.name)
-        if key not in reference_times:
-            quiet()
-            reference_times[key] = time_within(workload.reference, budget)
-        seconds["reference"] = reference_times[key]
-    if torch and hasattr(workload, "torch_setup"):
-        fn = workload.torch_setup()
         quiet()
-        seconds["torch"] = time_within(fn, budget)
+        return result_row(workload, {"fastseq": median_seconds(workload.fast, 1, warmup=0)},
+                          sgemm_rate)
+    reference_times = {} if reference_times is None else reference_times
+    key = getattr(workload, "reference_key", workload.name)
+    sides = {"fastseq": workload.fast}
+    if reference and workload.reference is not None and key not in reference_times:
+        sides["reference"] = workload.reference
+    if torch and hasattr(workload, "torch_setup"):
+        sides["torch"] = workload.torch_setup()
+    seconds = interleaved_medians(sides, budget)
+    if "reference" in sides:
+        reference_times[key] = seconds["reference"]
+    if reference and workload.reference is not None:
+        seconds["reference"] = reference_times[key]
     return result_row(workload, seconds, sgemm_rate)
+
+
+# Turns per side in interleaved_medians, and the most calls a side makes in all its turns.
+ROUNDS, MAX_CALLS = 3, 21
+
+
+def interleaved_medians(sides, budget):
+    """Median wall time per call of each function of ``sides`` (name -> fn): one warm-up call
+    each, then ROUNDS turns per side, the sides taking turns, each turn after a quiet pause and
+    as many calls as fit in about budget / ROUNDS seconds (at least one). On a shared machine,
+    load that comes and goes during a workload then falls on every side alike, and the ratios
+    between sides hold better than when each side is timed in one stretch."""
+    calls = {}
+    for name, fn in sides.items():
+        start = time.perf_counter()
+        fn()
+        first = time.perf_counter() - start
+        calls[name] = int(min(MAX_CALLS // ROUNDS, max(1, budget / ROUNDS // max(first, 1e-9))))
+    times = {name: [] for name in sides}
+    for _ in range(ROUNDS):
+        for name, fn in sides.items():
+            quiet()
+            times[name] += call_seconds(fn, calls[name], warmup=0)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 # After a multithreaded NumPy matrix product, NumPy's OpenBLAS threads keep spinning for a
@@ -415,16 +439,6 @@ def call_seconds(fn, repeats, warmup=1):
 def median_seconds(fn, repeats, warmup=1):
     """Median wall time of fn() over repeats calls, after warmup calls."""
     return float(np.median(call_seconds(fn, repeats, warmup)))
-
-
-def time_within(fn, budget=2.0, max_repeats=20):
-    """Median wall time of fn(): one warm-up call, then as many calls as fit in about
-    ``budget`` seconds (at least 1, at most ``max_repeats``)."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    repeats = int(min(max_repeats, max(1, budget // max(first, 1e-9))))
-    return median_seconds(fn, repeats, warmup=0)
 
 
 def result_row(workload, seconds, sgemm_rate):

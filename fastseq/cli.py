@@ -569,7 +569,7 @@ def add_bench_parser(subparsers):
     p.add_argument("--threads", type=positive_int,
                    help="threads for every side (default: fastseq's, FASTSEQ_NUM_THREADS)")
     p.add_argument("--budget", type=positive_float, default=2.0, metavar="SECONDS",
-                   help="time spent per workload and side, after one warm-up call "
+                   help="time spent per workload and side, in three turns after one warm-up call "
                         "(default: 2; at least one timed call)")
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="skip timing the NumPy reference (still checked once against it)")

@@ -59,6 +59,27 @@ def test_result_row_compares_time_per_example():
     assert bare["gflops"] is bare["speedup"] is bare["vs_torch"] is None
 
 
+def test_sides_take_turns_and_share_a_reference_timing():
+    """Each side is warmed up once, then timed in ROUNDS turns, the sides alternating, so load
+    that comes and goes falls on every side alike; a reference timed for one workload serves
+    the next workload of the same reference_key without running again."""
+    order = []
+
+    def workload(name):
+        return SimpleNamespace(name=name, examples=1, reference_examples=1, flops=None,
+                               reference_key="shared", check=lambda: order.append("check"),
+                               fast=lambda: order.append(name), reference=lambda: order.append("ref"))
+
+    shared = {}
+    row = benchmarks.measure(workload("a"), 100.0, budget=1e-9, reference_times=shared)
+    assert order == ["check", "a", "ref"] + ["a", "ref"] * benchmarks.ROUNDS
+    assert row["speedup"] == pytest.approx(shared["shared"] / row["ms"] * 1e3)
+    order.clear()
+    row = benchmarks.measure(workload("b"), 100.0, budget=1e-9, reference_times=shared)
+    assert order == ["check", "b"] + ["b"] * benchmarks.ROUNDS
+    assert row["reference_ms"] == pytest.approx(1e3 * shared["shared"])
+
+
 def test_table_has_a_torch_column_only_with_torch():
     row = benchmarks.result_row(SimpleNamespace(name="w", examples=2, reference_examples=2,
                                                 flops=None), {"fastseq": 0.001}, 100)

@@ -7,8 +7,9 @@ raises IndexError and the process exits with an error.
 
 Covers: every layer's forward and backward (TimeLSTM plain, stateful, with a constant input,
 with folded embedding, both), the three models' forward, backward, one-question and batched
-generate (more rows than a decode block), SGD, Adam and clip_grads, with 1 and 2 threads, at
-the dtype named by the first argument (float32 or float64).
+generate (more rows than a decode block; enough rows for the encoder's prefix tables), SGD,
+Adam and clip_grads, with 1 and 2 threads, at the dtype named by the first argument (float32
+or float64).
 
 Shapes: N batch, T steps, D input width, H hidden width, V vocabulary, M affine output width.
 """
@@ -80,6 +81,9 @@ def check_models(rng, dtype):
         assert len(model.generate(rng.integers(0, V, (1, Ts)), 0, Td)) == Td
         many = BLOCK + 2  # more rows than one decode block
         assert model.generate(rng.integers(0, V, (many, Ts)), 0, Td).shape == (many, Td)
+        for Tq in (Ts, 2):  # the encoder's first two steps (all of them) from prefix tables
+            questions = rng.integers(0, V, (4 * V * V, Tq))
+            assert model.generate(questions, 0, Td).shape == (4 * V * V, Td)
         assert model.generate(rng.integers(0, V, (2, Ts)), 0, 0).shape == (2, 0)
         # the decoder alone, from a given state (h, or every encoder state for attention)
         state = rng.standard_normal((many, Ts, H)).astype(dtype)

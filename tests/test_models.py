@@ -18,6 +18,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import fastseq
 import fastseq.reference as reference
+from fastseq.kernels.decode import _prefix_depth
 from conftest import (DTYPES, FD_ATOL, FD_RTOL, RTOL64, THREAD_COUNTS, assert_close,
                       assert_threads_agree, finite_difference, tolerances)
 
@@ -209,6 +210,32 @@ def test_batched_generate_equals_one_question_at_a_time(name, dtype, threads):
     for i in range(N):
         alone = model.generate(xs[i:i + 1], START_ID, S)
         assert alone == batched[i].tolist(), f"row {i} decoded alone"
+
+
+@pytest.mark.parametrize("Tq", [Ts, 2, 1])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", MODELS)
+def test_many_questions_over_a_small_vocabulary(name, dtype, Tq, threads):
+    """With at least 4 * V**p questions, the kernel runs the encoder's first p steps once per
+    prefix of p tokens and each question looks its prefix up (here p = min(2, Tq): the whole
+    encoder when Tq <= 2). Ids and attention weights equal the reference twin's, which encodes
+    every question in full, and decoding each question alone gives the same ids."""
+    small_V = 5
+    N = 4 * small_V ** 2 + 3
+    assert _prefix_depth(N, small_V, Tq) == min(2, Tq)
+    rng = np.random.default_rng(5)
+    fast_model, ref_model = make_pair(name, dtype, sizes=(small_V, D, H))
+    randomize([fast_model, ref_model], rng, scale=2.0)
+    xs = rng.integers(0, small_V, (N, Tq))[:, ::-1]
+    got = fast_model.generate(xs, START_ID, S)
+    assert_array_equal(got, ref_model.generate(xs, START_ID, S))
+    assert len({tuple(row) for row in got}) >= 3, "the test data should give varied answers"
+    if name == "AttentionSeq2seq":
+        for s, (w, w_ref) in enumerate(zip(fast_model.decoder.attention_weights,
+                                           ref_model.decoder.attention_weights)):
+            assert_close(w, w_ref, dtype, err_msg=f"attention weights, step {s}")
+    for i in range(N):
+        assert fast_model.generate(xs[i:i + 1], START_ID, S) == got[i].tolist(), f"row {i}"
 
 
 @pytest.mark.parametrize("name", MODELS)

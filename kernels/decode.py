@@ -56,25 +56,23 @@ def _fold(W_embed, Wx, tokens):
 
 
 @helper
-def _embedded_lstm_step(a, h, c_prev, c, tanh_c, ids, embedding, Wh, bias, h_is_zero,
-                        products=None):
+def _embedded_lstm_step(a, h, c_prev, c, tanh_c, ids, embedding, Wh, bias, h_is_zero, products):
     """One LSTM step of a block of R rows fed token ids (R,): a (R,4H) scratch; h (R,H) read
     (h_{t-1}) and overwritten (h_t); c_prev -> c (R,H); tanh_c (R,H) scratch;
-    embedding = (E, W_embed, Wx) with E from _fold; bias (R|1,4H). products = (G, rows):
-    h_{t-1} @ Wh of row i is G[rows[i]], gathered instead of multiplied."""
+    embedding = (E, W_embed, Wx) with E from _fold; bias (R|1,4H); products = (G, rows): when
+    rows (R,) is not empty, h_{t-1} @ Wh of row i is G[rows[i]], gathered, not multiplied."""
     E, W_embed, Wx = embedding
+    G, rows = products
     for i in range(a.shape[0]):
         if E.shape[0] > 0:
             a[i] = E[ids[i]]
         else:
             gemm(a[i:i + 1], W_embed[ids[i]:ids[i] + 1], Wx, False, False, 0.0)
-    if products is not None:
-        G, rows = products
-        for i in range(a.shape[0]):
+        if rows.shape[0] > 0:
             a_i, g = a[i], G[rows[i]]
             for j in range(a_i.shape[0]):
                 a_i[j] += g[j]
-    elif not h_is_zero:
+    if rows.shape[0] == 0 and not h_is_zero:
         gemm(a, h, Wh, False, False, 1.0)
     for i in range(a.shape[0]):
         lstm_cell_forward(a[i], bias[i if bias.shape[0] > 1 else 0], c_prev[i], c[i], tanh_c[i],
@@ -107,29 +105,27 @@ def _prefix_tables(p, Ts, embedding, Wh, bias):
     hs = np.empty((total, H), dtype)
     cs = np.empty((total, H), dtype)
     G = np.empty((prefixes if p < Ts else prefixes // V, 4 * H), dtype)
-    a = np.empty((1, 4 * H), dtype)
-    tanh_c = np.empty((1, H), dtype)
-    zero = np.zeros((1, H), dtype)
-    token = np.empty(1, np.int64)
-    parent = np.empty(1, np.int64)
+    a = np.empty((prefixes, 4 * H), dtype)
+    tanh_c = np.empty((prefixes, H), dtype)
+    c_prev = np.zeros((prefixes, H), dtype)
+    tokens = np.empty(prefixes, np.int64)
+    parents = np.empty(prefixes, np.int64)
     start, size = 0, 1  # the previous level's first row and rows (level -1: the empty prefix)
     for k in range(p):
-        level = start + size if k > 0 else 0  # this level's first row
+        level, n = (start + size if k > 0 else 0), size * V  # this level's first row and rows
+        for r in range(n):
+            tokens[r], parents[r] = r % V, r // V
+            if k > 0:
+                c_prev[r] = cs[start + parents[r]]
         if k > 0:
             gemm(G[:size], hs[start:level], Wh, False, False, 0.0)
-        for u in range(size):
-            parent[0] = u
-            for v in range(V):
-                r = level + u * V + v
-                token[0] = v
-                if k == 0:
-                    _embedded_lstm_step(a, hs[r:r + 1], zero, cs[r:r + 1], tanh_c, token,
-                                        embedding, Wh, bias, True)
-                else:
-                    _embedded_lstm_step(a, hs[r:r + 1], cs[start + u:start + u + 1],
-                                        cs[r:r + 1], tanh_c, token, embedding, Wh, bias, False,
-                                        (G, parent))
-        start, size = level, size * V
+        else:
+            G[0] = 0.0  # h @ Wh of the empty prefix
+        # the argument types of the decoder's steps: no other version of the step compiles
+        _embedded_lstm_step(a[:n], hs[level:level + n], c_prev[:n], cs[level:level + n],
+                            tanh_c[:n], tokens[:n], embedding, Wh, bias, False,
+                            (G, parents[:n]))
+        start, size = level, n
     if 0 < p < Ts:
         gemm(G, hs[start:start + size], Wh, False, False, 0.0)
     return hs, cs, G
@@ -211,14 +207,10 @@ def greedy_generate(ids, weights_out, start_id, xs, encoder, state, decoder, att
                             hs_enc[i, t] = h[i]
                     level, size = level + size, size * V_enc
                 for t in range(p, Ts):
-                    if t == p and p > 0:
-                        _embedded_lstm_step(a[:R], h[:R], cs[t % 2, :R], cs[(t + 1) % 2, :R],
-                                            tanh_c[:R], xs[r0:r0 + R, t], enc_embedding, enc_Wh,
-                                            enc_bias, False, (G, prefix[:R]))
-                    else:
-                        _embedded_lstm_step(a[:R], h[:R], cs[t % 2, :R], cs[(t + 1) % 2, :R],
-                                            tanh_c[:R], xs[r0:r0 + R, t], enc_embedding,
-                                            enc_Wh, enc_bias, t == 0)
+                    gathered = prefix[:R] if t == p and p > 0 else prefix[:0]
+                    _embedded_lstm_step(a[:R], h[:R], cs[t % 2, :R], cs[(t + 1) % 2, :R],
+                                        tanh_c[:R], xs[r0:r0 + R, t], enc_embedding, enc_Wh,
+                                        enc_bias, t == 0, (G, gathered))
                     if attention:
                         hs_enc[:R, t] = h[:R]
                 block_enc = hs_enc[:R]
@@ -236,7 +228,8 @@ def greedy_generate(ids, weights_out, start_id, xs, encoder, state, decoder, att
             last[:R] = start_id
             for s in range(S):
                 _embedded_lstm_step(a[:R], h[:R], cs[s % 2, :R], cs[(s + 1) % 2, :R],
-                                    tanh_c[:R], last[:R], embedding, Wh, bias[:R], False)
+                                    tanh_c[:R], last[:R], embedding, Wh, bias[:R], False,
+                                    (G, prefix[:0]))
                 gemm(score[:R], h[:R], W_out, False, False, 0.0)
                 if attention:
                     for i in range(R):

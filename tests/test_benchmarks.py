@@ -68,7 +68,8 @@ def test_sides_take_turns_and_share_a_reference_timing():
     def workload(name):
         return SimpleNamespace(name=name, examples=1, reference_examples=1, flops=None,
                                reference_key="shared", check=lambda: order.append("check"),
-                               fast=lambda: order.append(name), reference=lambda: order.append("ref"))
+                               fast=lambda: order.append(name),
+                               reference=lambda: order.append("ref"))
 
     shared = {}
     row = benchmarks.measure(workload("a"), 100.0, budget=1e-9, reference_times=shared)

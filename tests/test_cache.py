@@ -54,59 +54,66 @@ def test_stamp_covers_every_kernel_source(monkeypatch, tmp_path):
     assert jit._sources_digest() != before
 
 
-# A small embedding kernel and parallel ones (TimeLSTM's forward and backward), run in a new
-# process. The LSTM has enough rows to split them across threads (a training batch's path) and
-# is wide enough for its loops to vectorise; its gates reach both branches of tanh.
+# A small serial kernel (the embedding) and a small parallel one (the affine) and, with the
+# argument "lstm", TimeLSTM's forward and backward, run in a new process. The LSTM has enough
+# rows to split them across threads (a training batch's path) and is wide enough for its loops
+# to vectorise; its gates reach both branches of tanh.
 _RUN = textwrap.dedent("""
-    import hashlib, warnings, numpy as np
+    import hashlib, sys, warnings, numpy as np
+    with_lstm = sys.argv[1] == "lstm"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         import fastseq
+        from fastseq.kernels.affine import affine_forward
         from fastseq.kernels.embedding import embedding_forward
         from fastseq.kernels.lstm import lstm_forward
         out = fastseq.TimeEmbedding(np.ones((5, 3), np.float32)).forward(np.array([[0, 4, 2]]))
-        rng = np.random.default_rng(0)
-        N, T, D, H = 40, 6, 8, 64
-        lstm = fastseq.TimeLSTM((rng.standard_normal((D, 4 * H)) / np.sqrt(D)).astype("f"),
-                                (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype("f"),
-                                np.zeros(4 * H, "f"))
-        hs = lstm.forward(rng.standard_normal((N, T, D)).astype("f"))
-        dxs = lstm.backward(rng.standard_normal((N, T, H)).astype("f"))
-    assert out.shape == (1, 3, 3) and (out == 1).all()
-    stats = [embedding_forward.stats, getattr(lstm_forward, "dispatcher", lstm_forward).stats]
+        y = fastseq.TimeAffine(np.ones((3, 2), np.float32), np.ones(2, np.float32)).forward(out)
+        kernels, arrays = [embedding_forward, affine_forward], [y]
+        if with_lstm:
+            rng = np.random.default_rng(0)
+            N, T, D, H = 40, 6, 8, 64
+            lstm = fastseq.TimeLSTM((rng.standard_normal((D, 4 * H)) / np.sqrt(D)).astype("f"),
+                                    (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype("f"),
+                                    np.zeros(4 * H, "f"))
+            hs = lstm.forward(rng.standard_normal((N, T, D)).astype("f"))
+            dxs = lstm.backward(rng.standard_normal((N, T, H)).astype("f"))
+            kernels.append(lstm_forward)
+            arrays += [hs, dxs, *lstm.grads]
+    assert out.shape == (1, 3, 3) and (out == 1).all() and (y == 4).all()
+    stats = [getattr(k, "dispatcher", k).stats for k in kernels]
     print(len([w for w in caught if "fastseq" in str(w.message)]),
-          *[f"{len(s.cache_hits)},{len(s.cache_misses)}" for s in stats],
-          hashlib.sha256(b"".join(a.tobytes() for a in [hs, dxs, *lstm.grads])).hexdigest())
+          " ".join(f"{len(s.cache_hits)},{len(s.cache_misses)}" for s in stats),
+          hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest())
 """)
 
 
 @pytest.fixture
 def run(run_python):
-    """Runs _RUN with the environment variables given; returns (fastseq warnings, (hits,
-    misses) of the embedding kernel, (hits, misses) of the LSTM's forward kernel, a hash of the
-    LSTM's outputs and gradients)."""
-    def run_with(**variables):
+    """Runs _RUN with the environment variables given (with TimeLSTM when ``lstm``); returns
+    (fastseq warnings, [(hits, misses) of each kernel: embedding, affine, LSTM forward], a hash
+    of the outputs and the LSTM's gradients)."""
+    def run_with(lstm=False, **variables):
         env = dict(os.environ, **variables)
         env.pop("NUMBA_DISABLE_JIT", None)
-        result = run_python(_RUN, env=env)
+        result = run_python(_RUN, "lstm" if lstm else "-", env=env)
         assert result.returncode == 0, result.stderr
-        warned, embedding, lstm, total = result.stdout.split()
-        return (int(warned), tuple(map(int, embedding.split(","))),
-                tuple(map(int, lstm.split(","))), total)
+        warned, *stats, total = result.stdout.split()
+        return int(warned), [tuple(map(int, s.split(","))) for s in stats], total
     return run_with
 
 
 def test_second_process_loads_compiled_code_and_computes_the_same_bits(run, tmp_path):
-    warned, embedding, lstm, first = run(NUMBA_CACHE_DIR=str(tmp_path))
-    assert (warned, embedding, lstm) == (0, (0, 1), (0, 1))
+    warned, stats, first = run(lstm=True, NUMBA_CACHE_DIR=str(tmp_path))
+    assert (warned, stats) == (0, [(0, 1)] * 3)
     assert any(tmp_path.rglob("*.nbi")), "no cache index written"
-    warned, embedding, lstm, second = run(NUMBA_CACHE_DIR=str(tmp_path))
-    assert (warned, embedding, lstm) == (0, (1, 0), (1, 0)), "the second process compiled again"
+    warned, stats, second = run(lstm=True, NUMBA_CACHE_DIR=str(tmp_path))
+    assert (warned, stats) == (0, [(1, 0)] * 3), "the second process compiled again"
     assert second == first, "compiled and cached code computed different bits"
 
 
 def test_unusable_cache_folder_still_runs(run, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    warned, embedding, lstm, _ = run(NUMBA_CACHE_DIR=str(blocker))
-    assert warned == 1 and embedding[0] == 0 and lstm[0] == 0
+    warned, stats, _ = run(NUMBA_CACHE_DIR=str(blocker))
+    assert warned == 1 and [hits for hits, _ in stats] == [0, 0]

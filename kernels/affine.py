@@ -11,6 +11,7 @@ from numba import prange
 
 from .blas import column_sums, gemm
 from .jit import chunk, kernel
+from .views import assign
 
 
 @kernel(parallel=True)
@@ -90,7 +91,7 @@ def constant_input_backward(dW_const, dx_const, d_sum, d_all, x_const, W_const, 
         if lo < hi:
             for n in range(lo, hi):
                 row = d_sum[n]
-                row[:] = d_all[n, 0]
+                assign(row, d_all[n, 0])
                 for t in range(1, T):
                     d = d_all[n, t]
                     for m in range(M):

@@ -40,6 +40,7 @@ from .activations import fma, softmax_row
 from .blas import DOT_LANES, dot, gemm
 from .jit import chunk, helper, kernel
 from .lstm import lstm_cell_forward
+from .views import assign
 
 BLOCK = 128  # rows decoded together: measured best of 32-256 at H=128 and H=256
 
@@ -65,7 +66,7 @@ def _embedded_lstm_step(a, h, c_prev, c, tanh_c, ids, embedding, Wh, bias, h_is_
     G, rows = products
     for i in range(a.shape[0]):
         if E.shape[0] > 0:
-            a[i] = E[ids[i]]
+            assign(a[i], E[ids[i]])
         else:
             gemm(a[i:i + 1], W_embed[ids[i]:ids[i] + 1], Wx, False, False, 0.0)
         if rows.shape[0] > 0:
@@ -116,7 +117,7 @@ def _prefix_tables(p, Ts, embedding, Wh, bias):
         for r in range(n):
             tokens[r], parents[r] = r % V, r // V
             if k > 0:
-                c_prev[r] = cs[start + parents[r]]
+                assign(c_prev[r], cs[start + parents[r]])
         if k > 0:
             gemm(G[:size], hs[start:level], Wh, False, False, 0.0)
         else:
@@ -201,10 +202,10 @@ def greedy_generate(ids, weights_out, start_id, xs, encoder, state, decoder, att
                 for t in range(p):
                     for i in range(R):
                         prefix[i] = prefix[i] * V_enc + xs[r0 + i, t]
-                        h[i] = prefix_hs[level + prefix[i]]
-                        cs[p % 2, i] = prefix_cs[level + prefix[i]]
+                        assign(h[i], prefix_hs[level + prefix[i]])
+                        assign(cs[p % 2, i], prefix_cs[level + prefix[i]])
                         if attention:
-                            hs_enc[i, t] = h[i]
+                            assign(hs_enc[i, t], h[i])
                     level, size = level + size, size * V_enc
                 for t in range(p, Ts):
                     gathered = prefix[:R] if t == p and p > 0 else prefix[:0]
@@ -212,14 +213,14 @@ def greedy_generate(ids, weights_out, start_id, xs, encoder, state, decoder, att
                                         tanh_c[:R], xs[r0:r0 + R, t], enc_embedding, enc_Wh,
                                         enc_bias, t == 0, (G, gathered))
                     if attention:
-                        hs_enc[:R, t] = h[:R]
+                        assign(hs_enc[:R, t], h[:R])
                 block_enc = hs_enc[:R]
             else:
                 block_enc = state[r0:r0 + R]
-                h[:R] = block_enc[:, Ts - 1]
+                assign(h[:R], block_enc[:, Ts - 1])
             for i in range(R):
-                bias[i] = b
-                out_bias[i] = b_out
+                assign(bias[i], b)
+                assign(out_bias[i], b_out)
             if Wx_peek.shape[0] > 0:
                 gemm(bias[:R], h[:R], Wx_peek, False, False, 1.0)
             if W_side.shape[0] > 0 and not attention:

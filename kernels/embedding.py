@@ -5,6 +5,7 @@ caller checks the range, because these loops index W without bounds checks.
 """
 
 from .jit import kernel
+from .views import assign
 
 
 @kernel
@@ -13,7 +14,7 @@ def embedding_forward(out, ids, W):
     N, T = ids.shape
     for n in range(N):
         for t in range(T):
-            out[n, t] = W[ids[n, t]]
+            assign(out[n, t], W[ids[n, t]])
 
 
 @kernel

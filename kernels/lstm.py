@@ -39,7 +39,7 @@ from numba.extending import overload
 from .activations import fma, sigmoid, tanh
 from .blas import column_sums, gemm
 from .jit import HELPER_OPTIONS, chunk, helper, kernel
-from .views import span
+from .views import assign, span
 
 # Below this many batch rows per thread, the time loops split hidden units across threads.
 ROWS_PER_THREAD = 16
@@ -133,7 +133,7 @@ def _input_projection(A, inputs, W):
     if isinstance(inputs.dtype, types.Integer):
         def gather(A, inputs, W):
             for r in range(A.shape[0]):
-                A[r] = W[inputs[r]]
+                assign(A[r], W[inputs[r]])
         return gather
     return lambda A, inputs, W: gemm(A, inputs, W, False, False, 0.0)
 
@@ -154,7 +154,7 @@ def _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, Wh, bias, h0_is_zero, lo, 
         lstm_cell_forward(gates[n, t], bias[n if bias.shape[0] > 1 else 0], cs[n, t],
                           cs[n, t + 1], tanh_cs[n, t], hs[n, t], lo, hi)
         if t + 1 < T:
-            h_prevs[n, t + 1, lo:hi] = hs[n, t, lo:hi]
+            assign(h_prevs[n, t + 1, lo:hi], hs[n, t, lo:hi])
 
 
 @kernel(parallel=True)
@@ -167,8 +167,8 @@ def lstm_forward(hs, saved, inputs, W, Wh, bias, h0, c0, h0_is_zero, n_chunks):
     N, T, H = hs.shape
     A_all = gates.reshape(N * T, 4 * H)
     inputs_all = inputs.reshape((N * T,) + inputs.shape[2:])
-    h_prevs[:, 0] = h0
-    cs[:, 0] = c0
+    assign(h_prevs[:, 0], h0)
+    assign(cs[:, 0], c0)
     if split_by_units(N, n_chunks):
         for k in prange(n_chunks):
             lo, hi = chunk(k, n_chunks, N * T)

@@ -11,9 +11,9 @@ thread, the LSTM cell over a 64 x 128 block of one time step): backward 21.5 us 
 import numba
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from .jit import helper
+from .jit import HELPER_OPTIONS, helper
 
 
 @intrinsic
@@ -36,3 +36,35 @@ def span(x, lo, n):
 def row(X, i):
     """Row i of X (2-D, rows possibly strided, elements within a row contiguous)."""
     return numba.carray(_as_pointer(X.ctypes.data + i * X.strides[0]), X.shape[1], X.dtype)
+
+
+def assign(dst, src):
+    """dst[...] = src for arrays of one shape (1-D or 2-D), element by element (kernels only).
+
+    Numba's own slice assignment from an array (``a[i] = b[j]``) links a shape-mismatch
+    message built with f-strings, and with it Numba's string functions, into every kernel
+    that uses one, where LLVM optimises them again. Measured with an empty cache, alternating
+    runs: a first PeekySeq2seq training step compiled in 58-61 s instead of 66-71 s, its
+    generate in 14-16 s instead of 19-20 s; batched decoding ran 7% faster on one thread.
+    Unequal shapes raise ValueError (a fixed message: no string code)."""
+    raise TypeError("fastseq.kernels.views.assign can only be called from kernels")
+
+
+@overload(assign, jit_options=HELPER_OPTIONS)
+def _assign(dst, src):
+    if dst.ndim == 1:
+        def impl(dst, src):
+            if src.shape[0] != dst.shape[0]:
+                raise ValueError("assign: the arrays have different shapes")
+            for j in range(dst.shape[0]):
+                dst[j] = src[j]
+        return impl
+
+    def impl(dst, src):
+        if src.shape[0] != dst.shape[0] or src.shape[1] != dst.shape[1]:
+            raise ValueError("assign: the arrays have different shapes")
+        for i in range(dst.shape[0]):
+            d, s = dst[i], src[i]
+            for j in range(d.shape[0]):
+                d[j] = s[j]
+    return impl

@@ -1,4 +1,4 @@
-"""The kernels' activation helpers.
+"""The kernels' activation helpers, and ``views.assign``.
 
 ``fastseq.kernels.activations`` exp / sigmoid / tanh are callable only from compiled code, so
 each test compiles a tiny wrapper that maps one of them over an array, with the kernels' own
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fastseq.kernels import activations, jit
+from fastseq.kernels import activations, jit, views
 
 F32_MAX_REL_ERR = 1e-6  # a few float32 ulps (measured: 8.2e-8 .. 1.5e-7)
 F64_RTOL = 1e-15
@@ -134,3 +134,29 @@ def test_fma_rounds_once(dtype):
     assert a * a + c == 0  # rounded after the product: the last term is lost
     assert fma(a, a, c) == 2.0 ** (-2 * k)
     assert fma.nopython_signatures[0].return_type == numba.from_dtype(dtype)
+
+
+_assign = numba.njit(lambda dst, src: views.assign(dst, src))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_assign_copies_rows_and_blocks_of_views(dtype):
+    x = np.arange(60, dtype=dtype).reshape(3, 4, 5)
+    out = np.zeros((3, 4, 5), dtype)
+    _assign(out[1, 2], x[2, 1])  # a row
+    _assign(out[0, :, 1:3], x[2, ::-1, 3:])  # a 2-D block of strided views
+    _assign(out[2, 0, ::2], x[0, 3, 2:])  # strided destination
+    want = np.zeros((3, 4, 5), dtype)
+    want[1, 2] = x[2, 1]
+    want[0, :, 1:3] = x[2, ::-1, 3:]
+    want[2, 0, ::2] = x[0, 3, 2:]
+    assert_array_equal(out, want)
+
+
+def test_assign_refuses_unequal_shapes_and_python_callers():
+    x = np.zeros((4, 5))
+    for dst, src in ((x[0], x[1, 1:]), (x[:2], x[1:]), (x[:, :2], x[:, :3])):
+        with pytest.raises(ValueError, match="different shapes"):
+            _assign(dst, src)
+    with pytest.raises(TypeError, match="only be called from kernels"):
+        views.assign(x[0], x[1])

@@ -3,8 +3,9 @@ product ``dot``.
 
 gemm is callable only from compiled code, so the test compiles a wrapper. Cases: the compiled
 loops for one or two rows of C (plain and with B transposed) and OpenBLAS for more; every
-transpose combination the kernels use; operands that are strided row blocks of bigger arrays
-(``gates[:, t, lo:hi]``-style views); beta 0 (C's old contents, even NaN, ignored), 1 and 0.5.
+transpose combination the kernels use (flags given as constants, as gemm requires); operands
+that are strided row blocks of bigger arrays (``gates[:, t, lo:hi]``-style views); beta 0 (C's
+old contents, even NaN, ignored), 1 and 0.5.
 """
 
 import numba
@@ -18,7 +19,13 @@ from fastseq.kernels.blas import DOT_LANES, dot, gemm
 
 @numba.njit(fastmath=jit.FASTMATH)
 def _gemm(C, A, B, trans_a, trans_b, beta):
-    gemm(C, A, B, trans_a, trans_b, beta)
+    # gemm's flags are constants at each call site, as in the kernels
+    if trans_a:
+        gemm(C, A, B, True, False, beta)
+    elif trans_b:
+        gemm(C, A, B, False, True, beta)
+    else:
+        gemm(C, A, B, False, False, beta)
 
 
 def _view(rng, rows, cols, dtype, strided):
@@ -50,6 +57,16 @@ def test_gemm_matches_numpy(dtype, M, trans, strided, beta):
     _gemm(C, A, B, trans_a, trans_b, beta)
     rtol, atol = tolerances(dtype)
     np.testing.assert_allclose(C, want, rtol=rtol, atol=atol)
+
+
+def test_gemm_flags_must_be_constants():
+    @numba.njit
+    def variable_flag(C, A, B, trans_b):
+        gemm(C, A, B, False, trans_b, 0.0)
+
+    x = np.zeros((2, 2))
+    with pytest.raises(numba.core.errors.TypingError, match="constants True or False"):
+        variable_flag(x, x, x, False)
 
 
 @pytest.mark.parametrize("M", [0, 1])

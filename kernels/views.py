@@ -6,6 +6,8 @@ call, which costs more than the loop itself when rows are short. These helpers s
 check nothing, so callers pass only ranges derived from shapes already validated. Measured (one
 thread, the LSTM cell over a 64 x 128 block of one time step): backward 21.5 us with slices,
 14.8 us with these views; forward 55 against 49 us.
+
+``assign`` copies one array into another of the same shape, the way kernels write rows.
 """
 
 import numba

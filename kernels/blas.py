@@ -155,24 +155,19 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
 
     def call_blas(C, A, B, beta):
         M, N = C.shape
+        if M == 0 or N == 0:
+            return
         K = A.shape[0] if ta else A.shape[1]
         cblas(_ROW_MAJOR, op_a, op_b, M, N, K, scalar(1.0), A.ctypes.data, _leading_dim(A),
               B.ctypes.data, _leading_dim(B), scalar(beta), C.ctypes.data, _leading_dim(C))
 
     blas = numba.njit(**HELPER_OPTIONS)(call_blas)
     if ta:
-        def impl(C, A, B, trans_a, trans_b, beta):
-            if C.shape[0] > 0 and C.shape[1] > 0:
-                blas(C, A, B, beta)
-        return impl
-
+        return lambda C, A, B, trans_a, trans_b, beta: blas(C, A, B, beta)
     few_rows = _few_rows_product_nt if tb else _few_rows_product
 
     def impl(C, A, B, trans_a, trans_b, beta):
-        M, N = C.shape
-        if M == 0 or N == 0:
-            return
-        if M <= _FEW_ROWS:
+        if C.shape[0] <= _FEW_ROWS:  # also an empty C: the loops then write nothing
             few_rows(C, A, B, beta)
         else:
             blas(C, A, B, beta)

@@ -18,7 +18,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .jit import HELPER_OPTIONS, helper
+from .jit import JIT_OPTIONS, helper
 
 _f32 = np.float32
 
@@ -106,21 +106,21 @@ def tanh(x):
     raise TypeError("fastseq.kernels.activations functions can only be called from kernels")
 
 
-@overload(exp, jit_options=HELPER_OPTIONS)
+@overload(exp, jit_options=JIT_OPTIONS)
 def _exp(x):
     if x == types.float32:
         return lambda x: _exp32(x)
     return lambda x: math.exp(x)
 
 
-@overload(sigmoid, jit_options=HELPER_OPTIONS)
+@overload(sigmoid, jit_options=JIT_OPTIONS)
 def _sigmoid(x):
     if x == types.float32:
         return lambda x: _sigmoid32(x)
     return lambda x: 1.0 / (1.0 + math.exp(-x))
 
 
-@overload(tanh, jit_options=HELPER_OPTIONS)
+@overload(tanh, jit_options=JIT_OPTIONS)
 def _tanh(x):
     if x == types.float32:
         return lambda x: _tanh32(x)

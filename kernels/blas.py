@@ -20,7 +20,7 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from .activations import fma
-from .jit import HELPER_OPTIONS, helper, kernel
+from .jit import JIT_OPTIONS, helper, kernel
 from .views import row
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -142,7 +142,7 @@ def _constant_flag(flag):
     return flag.literal_value
 
 
-@overload(gemm, jit_options=HELPER_OPTIONS, prefer_literal=True)
+@overload(gemm, jit_options=JIT_OPTIONS, prefer_literal=True)
 def _gemm(C, A, B, trans_a, trans_b, beta):
     # The flags are constants, so each call compiles only the path it takes: a kernel's code
     # then holds one few-rows loop or none, not both, and LLVM optimises less in every kernel
@@ -161,7 +161,7 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
         cblas(_ROW_MAJOR, op_a, op_b, M, N, K, scalar(1.0), A.ctypes.data, _leading_dim(A),
               B.ctypes.data, _leading_dim(B), scalar(beta), C.ctypes.data, _leading_dim(C))
 
-    blas = numba.njit(**HELPER_OPTIONS)(call_blas)
+    blas = numba.njit(**JIT_OPTIONS)(call_blas)
     if ta:
         return lambda C, A, B, trans_a, trans_b, beta: blas(C, A, B, beta)
     few_rows = _few_rows_product_nt if tb else _few_rows_product

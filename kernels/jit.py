@@ -11,12 +11,20 @@ the sources in this folder, so editing any of them recompiles everything that ma
 Where the cache lives: ``$NUMBA_CACHE_DIR/fastseq`` when that variable is set, else the
 ``__pycache__`` folder beside these files, else (read-only install) a per-user folder, with one
 warning. With no writable folder at all, kernels compile in memory, again with one warning.
+
+Several processes may compile into one cache folder at once (two trainings started together
+on a fresh install). Numba's own cache files then lose entries and can map a signature to the
+machine code of another one, which it only finds out by crashing or computing nonsense:
+``_KernelCacheFile`` names each file of machine code after its signature and the source stamp,
+and updates the index under a file lock.
 """
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import os
+import pickle
 import tempfile
 import threading
 import warnings
@@ -81,7 +89,7 @@ def _choose_cache_dir():
 
 
 class _KernelCacheLocator(caching._CacheLocator):
-    """Numba cache locator for the functions defined in this folder (and only those)."""
+    """Where numba finds the cache of a kernel, and the stamp that tells whether it is fresh."""
 
     def __init__(self, py_func):
         self._lineno = py_func.__code__.co_firstlineno
@@ -100,19 +108,66 @@ class _KernelCacheLocator(caching._CacheLocator):
 
     @classmethod
     def from_function(cls, py_func, py_file):
-        if CACHE_DIR is None or os.path.dirname(os.path.abspath(py_file)) != _HERE:
-            return None
         return cls(py_func)
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """Hold an exclusive lock on the file at path (created if need be) across processes; on a
+    system without fcntl (Windows), no lock: index entries may then be lost, never mixed up."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "ab") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class _KernelCacheFile(caching.IndexDataCacheFile):
+    """Numba's index and data files of one kernel, safe for processes that save at once.
+
+    Numba numbers a kernel's data files 1, 2, ... in the order signatures are saved, so two
+    processes that each read the index before the other wrote it save different signatures
+    under one number, and the index keeps only the last writer's entries. Here a data file is
+    named after a hash of (source stamp, signature key), so it only ever holds that code; the
+    data file is written before the index entry that points to it; and the index is read,
+    extended and written under a lock."""
+
+    def save(self, key, data):
+        digest = hashlib.sha256(pickle.dumps((self._source_stamp, key), protocol=4)).digest()
+        data_name = self._data_name(int.from_bytes(digest[:8], "little"))
+        with _locked(self._index_path + ".lock"):
+            self._save_data(data_name, data)
+            overloads = self._load_index()
+            overloads[key] = data_name
+            self._save_index(overloads)
+
+
+class _KernelCacheImpl(caching.CompileResultCacheImpl):
+    _locator_classes = [_KernelCacheLocator]
+
+
+class _KernelCache(caching.FunctionCache):
+    """Numba's function cache with fastseq's locator and _KernelCacheFile."""
+
+    _impl_class = _KernelCacheImpl
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file = _KernelCacheFile(self._cache_path, self._impl.filename_base,
+                                            SOURCE_STAMP)
 
 
 CACHE_DIR = _choose_cache_dir()
 SOURCE_STAMP = _sources_digest()
-_locators = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # renamed in numba 0.62
-if _KernelCacheLocator not in _locators._locator_classes:
-    _locators._locator_classes.insert(0, _KernelCacheLocator)
 
-JIT_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy", cache=CACHE_DIR is not None)
-HELPER_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
+# Every kernel and helper (kernels are also cached on disk, see kernel())
+JIT_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 
 
 def _threadsafe_layer_available():
@@ -147,6 +202,8 @@ def kernel(func=None, *, parallel=False, exact=False):
         return functools.partial(kernel, parallel=parallel, exact=exact)
     options = dict(JIT_OPTIONS, fastmath=False) if exact else JIT_OPTIONS
     dispatcher = numba.njit(parallel=parallel, **options)(func)
+    if CACHE_DIR is not None:
+        dispatcher._cache = _KernelCache(func)  # what numba's cache=True does, with our files
     if not parallel or _launch_lock is None:
         return dispatcher
 
@@ -167,10 +224,10 @@ def helper(func=None, *, exact=False, any_order=False):
     if func is None:
         return functools.partial(helper, exact=exact, any_order=any_order)
     if exact:
-        return numba.njit(**dict(HELPER_OPTIONS, fastmath=False))(func)
+        return numba.njit(**dict(JIT_OPTIONS, fastmath=False))(func)
     if any_order:
-        return numba.njit(**dict(HELPER_OPTIONS, fastmath=FASTMATH | {"reassoc"}))(func)
-    return numba.njit(**HELPER_OPTIONS)(func)
+        return numba.njit(**dict(JIT_OPTIONS, fastmath=FASTMATH | {"reassoc"}))(func)
+    return numba.njit(**JIT_OPTIONS)(func)
 
 
 @helper

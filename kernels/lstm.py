@@ -38,7 +38,7 @@ from numba.extending import overload
 
 from .activations import fma, sigmoid, tanh
 from .blas import column_sums, gemm
-from .jit import HELPER_OPTIONS, chunk, helper, kernel
+from .jit import JIT_OPTIONS, chunk, helper, kernel
 from .views import assign, span
 
 # Below this many batch rows per thread, the time loops split hidden units across threads.
@@ -128,7 +128,7 @@ def input_projection(A, inputs, W):
     raise TypeError("fastseq.kernels.lstm.input_projection can only be called from kernels")
 
 
-@overload(input_projection, jit_options=HELPER_OPTIONS)
+@overload(input_projection, jit_options=JIT_OPTIONS)
 def _input_projection(A, inputs, W):
     if isinstance(inputs.dtype, types.Integer):
         def gather(A, inputs, W):

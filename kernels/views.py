@@ -15,7 +15,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .jit import HELPER_OPTIONS, helper
+from .jit import JIT_OPTIONS, helper
 
 
 @intrinsic
@@ -52,7 +52,7 @@ def assign(dst, src):
     raise TypeError("fastseq.kernels.views.assign can only be called from kernels")
 
 
-@overload(assign, jit_options=HELPER_OPTIONS)
+@overload(assign, jit_options=JIT_OPTIONS)
 def _assign(dst, src):
     if dst.ndim == 1:
         def impl(dst, src):

@@ -31,6 +31,7 @@ import math
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -158,6 +159,45 @@ def _hold_interrupt():
             previous(signal.SIGINT, None)
         elif previous == signal.SIG_DFL:
             raise KeyboardInterrupt
+
+
+# Run by _compiling_ahead in a new process: a tiny model of the class being trained (same
+# dtype and argument types, so the same compiled kernels) decodes and takes an optimizer step.
+_AHEAD_SCRIPT = """
+import sys
+import numpy as np
+import fastseq
+model = getattr(fastseq, sys.argv[1])(3, 1, 1)
+model.generate(np.zeros((2, 2), np.int64), 0, 1)
+for g in model.grads:
+    g[...] = 10.0  # a norm above max_grad: clip_grads scales
+fastseq.clip_grads(model.grads, 1.0)
+fastseq.Adam().update(model.params, model.grads)
+"""
+
+
+@contextlib.contextmanager
+def _compiling_ahead(model_class):
+    """Compile, in a second process, the kernels a training run needs last (decoding for the
+    evaluation, clipping and Adam), while this process compiles the forward and backward
+    kernels as it first calls them; both write the kernel cache, where this process then finds
+    them. On a fresh install both cores compile and the first epoch ends sooner. Not started
+    when decoding is compiled already (for some model) or there is no cache folder."""
+    from .kernels import jit
+    from .kernels.decode import greedy_generate
+    if jit.CACHE_DIR is None or jit.has_cached_code(greedy_generate):
+        yield
+        return
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", FASTSEQ_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-c", _AHEAD_SCRIPT, model_class.__name__],
+                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def _write_json(path, obj):
@@ -294,7 +334,7 @@ def cmd_train(args):
     iters_per_epoch = len(x_train) // s["batch_size"]
     started = time.perf_counter()
     epoch = 0
-    with _preserve_global_rng():
+    with _preserve_global_rng(), _compiling_ahead(model_class):
         np.random.seed(args.seed)
         model = model_class(len(vocab), s["wordvec"], s["hidden"])
         trainer = Trainer(model, Adam(lr=s["lr"]))

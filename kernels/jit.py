@@ -166,6 +166,13 @@ class _KernelCache(caching.FunctionCache):
 CACHE_DIR = _choose_cache_dir()
 SOURCE_STAMP = _sources_digest()
 
+
+def has_cached_code(kernel):
+    """Whether the cache folder holds machine code of ``kernel`` compiled from the current
+    sources (for any argument types)."""
+    cache = getattr(kernel, "dispatcher", kernel)._cache
+    return isinstance(cache, _KernelCache) and bool(cache._cache_file._load_index())
+
 # Every kernel and helper (kernels are also cached on disk, see kernel())
 JIT_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 

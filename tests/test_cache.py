@@ -158,3 +158,23 @@ def test_code_of_another_source_stamp_is_never_overwritten(tmp_path):
     assert old.load("signature") == "old code"
     assert new.load("signature") is None  # ... and the new one compiles again, never loads it
     assert len(list(tmp_path.glob("*.nbc"))) == 2
+
+
+_HAS_CODE = textwrap.dedent("""
+    import numpy as np
+    import fastseq
+    from fastseq.kernels import jit
+    from fastseq.kernels.embedding import embedding_forward
+    before = jit.has_cached_code(embedding_forward)
+    fastseq.TimeEmbedding(np.ones((5, 3), np.float32)).forward(np.array([[0, 4]]))
+    print(before, jit.has_cached_code(embedding_forward))
+""")
+
+
+def test_has_cached_code_tells_whether_a_kernel_was_compiled_into_the_folder(run_python,
+                                                                             tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    outputs = [run_python(_HAS_CODE, env=env) for _ in range(2)]
+    assert [(r.returncode, r.stdout.split()) for r in outputs] == [(0, ["False", "True"]),
+                                                                   (0, ["True", "True"])]

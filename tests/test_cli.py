@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import signal
+import subprocess
 
 import numpy as np
 import pytest
@@ -281,6 +282,55 @@ def test_main_leaves_the_global_rng_alone(tmp_path, capsys):
     np.random.seed(123)
     assert cli.main(["train", "--out", str(tmp_path / "R"), "--epochs", "1", *TINY[2:]]) == 0
     assert np.random.rand() == expected
+
+
+# The second process of ``fastseq train`` (cli._AHEAD_SCRIPT), then a real run of other sizes:
+# prints the signatures the real run added to the kernels that process compiles (none if it
+# compiled the right ones) and how many each had after it.
+_AHEAD_CHECK = """
+import sys
+import numpy as np
+import fastseq
+from fastseq import cli
+from fastseq.kernels.decode import greedy_generate
+from fastseq.kernels.optim import adam_update, scale, sum_of_squares
+from fastseq.training import accuracy
+kernels = [getattr(k, "dispatcher", k) for k in (greedy_generate, adam_update, scale,
+                                                 sum_of_squares)]
+exec(cli._AHEAD_SCRIPT)
+ahead = [set(k.signatures) for k in kernels]
+model = getattr(fastseq, sys.argv[1])(13, 8, 16)
+x, t = np.random.randint(0, 13, (64, 7)), np.random.randint(0, 13, (64, 5))
+t[:, 0] = 0  # the start id
+fastseq.Trainer(model, fastseq.Adam()).fit(x, t, max_epoch=1, batch_size=32, max_grad=1e-3,
+                                           progress=False)
+accuracy(model, x, t)
+print([sorted(map(str, set(k.signatures) - a)) for k, a in zip(kernels, ahead)],
+      [len(a) for a in ahead])
+"""
+
+
+@pytest.mark.parametrize("model", sorted(cli.MODELS.values()))
+def test_the_second_process_compiles_what_training_calls_last(run_python, model):
+    result = run_python(_AHEAD_CHECK, model)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("] [")[0] + "]" == "[[], [], [], []]"
+    assert result.stdout.strip().endswith("[1, 1, 1, 1]")
+
+
+def test_the_second_process_ends_with_the_run(tmp_path, monkeypatch):
+    from fastseq.kernels import jit
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(jit, "has_cached_code", lambda kernel: False)  # start it anyway
+    monkeypatch.setattr(cli.subprocess, "Popen", Recorded)
+    assert cli.main(["train", "--out", str(tmp_path / "P"), "--epochs", "1", *TINY[2:]]) == 0
+    assert len(started) == 1 and started[0].returncode is not None
 
 
 # ------------------------------------------------------------------------------------------

@@ -113,19 +113,33 @@ class _KernelCacheLocator(caching._CacheLocator):
 
 @contextlib.contextmanager
 def _locked(path):
-    """Hold an exclusive lock on the file at path (created if need be) across processes; on a
-    system without fcntl (Windows), no lock: index entries may then be lost, never mixed up."""
+    """Hold an exclusive lock on the file at path (created if need be) across processes. Where
+    there is no lock (Windows, file systems without locks), index entries saved at the same
+    moment may be lost (compiled again later), never mixed up."""
     try:
         import fcntl
-    except ImportError:
+        lock_file = open(path, "ab")
+    except (ImportError, OSError):
         yield
         return
-    with open(path, "ab") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with lock_file:  # closing the file releases the lock
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+
+
+_save_failed = []  # warn once per process
+
+
+def _warn_unsaved(error):
+    if not _save_failed:
+        _save_failed.append(error)
+        warnings.warn(f"fastseq: could not write compiled kernels to the cache folder "
+                      f"{CACHE_DIR} ({error}); they work, but the next process compiles them "
+                      "again. Free space there or set NUMBA_CACHE_DIR to another folder.",
+                      RuntimeWarning, stacklevel=2)
 
 
 class _KernelCacheFile(caching.IndexDataCacheFile):
@@ -141,11 +155,14 @@ class _KernelCacheFile(caching.IndexDataCacheFile):
     def save(self, key, data):
         digest = hashlib.sha256(pickle.dumps((self._source_stamp, key), protocol=4)).digest()
         data_name = self._data_name(int.from_bytes(digest[:8], "little"))
-        with _locked(self._index_path + ".lock"):
-            self._save_data(data_name, data)
-            overloads = self._load_index()
-            overloads[key] = data_name
-            self._save_index(overloads)
+        try:
+            with _locked(self._index_path + ".lock"):
+                self._save_data(data_name, data)
+                overloads = self._load_index()
+                overloads[key] = data_name
+                self._save_index(overloads)
+        except OSError as e:  # e.g. the disk filled up since the folder was chosen
+            _warn_unsaved(e)
 
 
 class _KernelCacheImpl(caching.CompileResultCacheImpl):

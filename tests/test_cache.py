@@ -1,5 +1,6 @@
 """The on-disk kernel cache: where it goes, its fallbacks, and its staleness stamp."""
 
+import errno
 import os
 import shutil
 import textwrap
@@ -178,3 +179,20 @@ def test_has_cached_code_tells_whether_a_kernel_was_compiled_into_the_folder(run
     outputs = [run_python(_HAS_CODE, env=env) for _ in range(2)]
     assert [(r.returncode, r.stdout.split()) for r in outputs] == [(0, ["False", "True"]),
                                                                    (0, ["True", "True"])]
+
+
+def test_a_cache_folder_that_fills_up_warns_once_and_compiling_goes_on(tmp_path, monkeypatch):
+    # The folder was writable when chosen at import; a full disk later must not break the
+    # kernel call whose compiled code numba is saving.
+    cache_file = jit._KernelCacheFile(str(tmp_path), "kernel-1.py311", "stamp")
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_file, "_save_data", disk_full)
+    monkeypatch.setattr(jit, "_save_failed", [])
+    with pytest.warns(RuntimeWarning, match="could not write compiled kernels") as record:
+        cache_file.save("signature", "machine code")
+        cache_file.save("other signature", "other machine code")
+    assert len(record) == 1
+    assert cache_file._load_index() == {}

@@ -164,7 +164,9 @@ def _hold_interrupt():
 # Run by _compiling_ahead in a new process: a tiny model of the class being trained (same
 # dtype and argument types, so the same compiled kernels) decodes and takes an optimizer step.
 _AHEAD_SCRIPT = """
+import json
 import sys
+sys.path[:] = json.loads(sys.argv[2])  # the fastseq of the process that started this one
 import numpy as np
 import fastseq
 model = getattr(fastseq, sys.argv[1])(3, 1, 1)
@@ -188,16 +190,22 @@ def _compiling_ahead(model_class):
     if jit.CACHE_DIR is None or jit.has_cached_code(greedy_generate):
         yield
         return
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", FASTSEQ_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, "-c", _AHEAD_SCRIPT, model_class.__name__],
-                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = _start_compiling_ahead(model_class)
     try:
         yield
     finally:
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def _start_compiling_ahead(model_class):
+    """The second process of _compiling_ahead. It imports the fastseq this process runs (not
+    one found in the current folder, such as a source checkout's) and uses one thread."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", FASTSEQ_NUM_THREADS="1")
+    return subprocess.Popen(
+        [sys.executable, "-c", _AHEAD_SCRIPT, model_class.__name__, json.dumps(sys.path)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _write_json(path, obj):

@@ -288,6 +288,7 @@ def test_main_leaves_the_global_rng_alone(tmp_path, capsys):
 # prints the signatures the real run added to the kernels that process compiles (none if it
 # compiled the right ones) and how many each had after it.
 _AHEAD_CHECK = """
+import json
 import sys
 import numpy as np
 import fastseq
@@ -297,6 +298,7 @@ from fastseq.kernels.optim import adam_update, scale, sum_of_squares
 from fastseq.training import accuracy
 kernels = [getattr(k, "dispatcher", k) for k in (greedy_generate, adam_update, scale,
                                                  sum_of_squares)]
+sys.argv.append(json.dumps(sys.path))
 exec(cli._AHEAD_SCRIPT)
 ahead = [set(k.signatures) for k in kernels]
 model = getattr(fastseq, sys.argv[1])(13, 8, 16)
@@ -316,6 +318,16 @@ def test_the_second_process_compiles_what_training_calls_last(run_python, model)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("] [")[0] + "]" == "[[], [], [], []]"
     assert result.stdout.strip().endswith("[1, 1, 1, 1]")
+
+
+def test_the_second_process_imports_the_running_fastseq(tmp_path, monkeypatch):
+    # Started in a source checkout, whose fastseq folder lacks the kernels (installed from the
+    # top-level kernels/): the second process must not import that one.
+    (tmp_path / "fastseq").mkdir()
+    (tmp_path / "fastseq" / "__init__.py").write_text("raise ImportError('the wrong fastseq')")
+    monkeypatch.chdir(tmp_path)
+    process = cli._start_compiling_ahead(PeekySeq2seq)
+    assert process.wait(timeout=600) == 0
 
 
 def test_the_second_process_ends_with_the_run(tmp_path, monkeypatch):

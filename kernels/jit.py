@@ -190,7 +190,8 @@ def has_cached_code(kernel):
     cache = getattr(kernel, "dispatcher", kernel)._cache
     return isinstance(cache, _KernelCache) and bool(cache._cache_file._load_index())
 
-# Every kernel and helper (kernels are also cached on disk, see kernel())
+
+# The options of every kernel and helper (kernels are also cached on disk: see kernel()).
 JIT_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 
 

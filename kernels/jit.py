@@ -227,7 +227,7 @@ def kernel(func=None, *, parallel=False, exact=False):
         return functools.partial(kernel, parallel=parallel, exact=exact)
     options = dict(JIT_OPTIONS, fastmath=False) if exact else JIT_OPTIONS
     dispatcher = numba.njit(parallel=parallel, **options)(func)
-    if CACHE_DIR is not None:
+    if CACHE_DIR is not None and isinstance(dispatcher, numba.core.dispatcher.Dispatcher):
         dispatcher._cache = _KernelCache(func)  # what numba's cache=True does, with our files
     if not parallel or _launch_lock is None:
         return dispatcher

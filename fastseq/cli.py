@@ -178,6 +178,16 @@ fastseq.Adam().update(model.params, model.grads)
 """
 
 
+def _announce_compiling(quiet):
+    """One line before a first run with this install, which compiles the kernels first (a
+    minute or so without output otherwise)."""
+    from .kernels import jit
+    from .kernels.lstm import lstm_forward
+    if jit.CACHE_DIR is not None and not jit.has_cached_code(lstm_forward):
+        _say(quiet, "first run of this install: compiling the kernels for this machine (about a "
+                    f"minute, once; later runs load them from {jit.CACHE_DIR})")
+
+
 @contextlib.contextmanager
 def _compiling_ahead(model_class):
     """Compile, in a second process, the kernels a training run needs last (decoding for the
@@ -342,6 +352,7 @@ def cmd_train(args):
     iters_per_epoch = len(x_train) // s["batch_size"]
     started = time.perf_counter()
     epoch = 0
+    _announce_compiling(quiet)
     with _preserve_global_rng(), _compiling_ahead(model_class):
         np.random.seed(args.seed)
         model = model_class(len(vocab), s["wordvec"], s["hidden"])

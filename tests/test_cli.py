@@ -346,6 +346,20 @@ def test_the_second_process_ends_with_the_run(tmp_path, monkeypatch):
     assert len(started) == 1 and started[0].returncode is not None
 
 
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_train_says_when_it_compiles_the_kernels_first(capsys, tmp_path, monkeypatch, cached):
+    import contextlib
+    from fastseq.kernels import jit
+    monkeypatch.setattr(jit, "has_cached_code", lambda kernel: cached)
+    monkeypatch.setattr(cli, "_compiling_ahead", lambda model_class: contextlib.nullcontext())
+    verbose = [a for a in TINY if a != "--quiet"]
+    code, out, _ = run(capsys, "train", "--out", tmp_path / "P", "--epochs", "1", *verbose[2:])
+    assert code == 0
+    notice = f"compiling the kernels for this machine (about a minute, once; later runs load " \
+             f"them from {jit.CACHE_DIR})"
+    assert (notice in out) is not cached
+
 # ------------------------------------------------------------------------------------------
 # Interruption and divergence keep the last completed epoch's files
 # ------------------------------------------------------------------------------------------

@@ -10,11 +10,12 @@ import pickle
 import re
 import signal
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from fastseq import PeekySeq2seq, Trainer, TrainingDiverged, cli, datasets
+from fastseq import PeekySeq2seq, Trainer, TrainingDiverged, __version__, cli, datasets
 from fastseq.training import accuracy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -275,6 +276,15 @@ def test_help_exits_0(capsys):
     assert cli.main(["train", "--help"]) == 0
     assert "--limit" not in capsys.readouterr().out  # a testing aid, hidden from help
 
+
+
+def test_python_dash_m_runs_the_command(tmp_path):
+    version = subprocess.run([sys.executable, "-m", "fastseq", "--version"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert (version.returncode, version.stdout.strip()) == (0, f"fastseq {__version__}")
+    wrong = subprocess.run([sys.executable, "-m", "fastseq", "train", "--task", "nope"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "--task" in wrong.stderr
 
 def test_main_leaves_the_global_rng_alone(tmp_path, capsys):
     np.random.seed(123)

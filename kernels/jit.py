@@ -91,8 +91,9 @@ def _choose_cache_dir():
 class _KernelCacheLocator(caching._CacheLocator):
     """Where numba finds the cache of a kernel, and the stamp that tells whether it is fresh."""
 
-    def __init__(self, py_func):
+    def __init__(self, py_func, py_file):
         self._lineno = py_func.__code__.co_firstlineno
+        self._py_file = py_file  # numba names it when it warns that code cannot be cached
 
     def ensure_cache_path(self):
         os.makedirs(CACHE_DIR, exist_ok=True)
@@ -108,7 +109,7 @@ class _KernelCacheLocator(caching._CacheLocator):
 
     @classmethod
     def from_function(cls, py_func, py_file):
-        return cls(py_func)
+        return cls(py_func, py_file)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """The on-disk kernel cache: where it goes, its fallbacks, and its staleness stamp."""
 
+import ctypes
 import errno
 import os
 import shutil
@@ -7,6 +8,7 @@ import textwrap
 import warnings
 
 import pytest
+from numba.core.errors import NumbaWarning
 
 from fastseq.kernels import jit
 
@@ -160,6 +162,25 @@ def test_code_of_another_source_stamp_is_never_overwritten(tmp_path):
     assert new.load("signature") is None  # ... and the new one compiles again, never loads it
     assert len(list(tmp_path.glob("*.nbc"))) == 2
 
+
+
+_labs = ctypes.CDLL(None).labs  # a C function, called through its run-time address
+_labs.restype, _labs.argtypes = ctypes.c_long, [ctypes.c_long]
+
+
+def test_code_that_cannot_be_cached_warns_and_runs(tmp_path, monkeypatch):
+    # Numba does not cache machine code that holds a run-time address (here a ctypes function;
+    # at NUMBA_OPT=0 some kernels' own code) and warns naming the kernel's file, which the
+    # cache locator must know: it raised AttributeError from the kernel call instead.
+    monkeypatch.setattr(jit, "CACHE_DIR", str(tmp_path))
+
+    @jit.kernel
+    def absolute(x):
+        return _labs(x)
+
+    with pytest.warns(NumbaWarning, match="Cannot cache compiled function"):
+        assert absolute(-3) == 3
+    assert not jit.has_cached_code(absolute)
 
 _HAS_CODE = textwrap.dedent("""
     import numpy as np

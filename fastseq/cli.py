@@ -42,6 +42,7 @@ import numpy as np
 
 from . import __version__, datasets, models
 from ._files import atomic_write
+from .kernels import jit
 from .optim import Adam
 from .training import (Trainer, TrainingDiverged, _marks, accuracy, decode_examples,
                        generate_batch)
@@ -181,7 +182,6 @@ fastseq.Adam().update(model.params, model.grads)
 def _announce_compiling(quiet):
     """One line before a first run with this install, which compiles the kernels first (a
     minute or so without output otherwise)."""
-    from .kernels import jit
     from .kernels.lstm import lstm_forward
     if jit.CACHE_DIR is not None and not jit.has_cached_code(lstm_forward):
         _say(quiet, "first run of this install: compiling the kernels for this machine (about a "
@@ -195,7 +195,6 @@ def _compiling_ahead(model_class):
     kernels as it first calls them; both write the kernel cache, where this process then finds
     them. On a fresh install both cores compile and the first epoch ends sooner. Not started
     when decoding is compiled already (for some model) or there is no cache folder."""
-    from .kernels import jit
     from .kernels.decode import greedy_generate
     if jit.CACHE_DIR is None or jit.has_cached_code(greedy_generate):
         yield
@@ -302,6 +301,7 @@ def _load_training_data(args, reverse):
 
 
 def cmd_train(args):
+    jit.require_jit("training")  # before anything is written
     s = _train_settings(args)
     out = args.out or os.path.join("runs", f"{args.task}-{s['model']}")
     if os.path.exists(out) and not os.path.isdir(out):
@@ -829,7 +829,7 @@ def main(argv=None):
         return e.code if isinstance(e.code, int) else 0
     try:
         return args.func(args)
-    except UsageError as e:
+    except (UsageError, jit.JITDisabled) as e:
         print(f"fastseq {args.command}: error: {e}", file=sys.stderr)
         return 2
 

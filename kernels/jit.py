@@ -188,8 +188,21 @@ SOURCE_STAMP = _sources_digest()
 def has_cached_code(kernel):
     """Whether the cache folder holds machine code of ``kernel`` compiled from the current
     sources (for any argument types)."""
-    cache = getattr(kernel, "dispatcher", kernel)._cache
+    cache = getattr(getattr(kernel, "dispatcher", kernel), "_cache", None)
     return isinstance(cache, _KernelCache) and bool(cache._cache_file._load_index())
+
+
+class JITDisabled(RuntimeError):
+    """A fastseq kernel was called in a process started with NUMBA_DISABLE_JIT=1."""
+
+
+def require_jit(what):
+    """Raise JITDisabled, naming ``what``, when Numba's JIT is off (NUMBA_DISABLE_JIT=1): the
+    kernels call BLAS through pointers and use views that only exist in compiled code."""
+    if numba.config.DISABLE_JIT:
+        raise JITDisabled(f"{what} cannot run with NUMBA_DISABLE_JIT=1 (fastseq's kernels work "
+                          "only compiled); unset NUMBA_DISABLE_JIT (fastseq.reference has the "
+                          "same layers and models in plain NumPy)")
 
 
 # The options of every kernel and helper (kernels are also cached on disk: see kernel()).
@@ -228,7 +241,12 @@ def kernel(func=None, *, parallel=False, exact=False):
         return functools.partial(kernel, parallel=parallel, exact=exact)
     options = dict(JIT_OPTIONS, fastmath=False) if exact else JIT_OPTIONS
     dispatcher = numba.njit(parallel=parallel, **options)(func)
-    if CACHE_DIR is not None and isinstance(dispatcher, numba.core.dispatcher.Dispatcher):
+    if not isinstance(dispatcher, numba.core.dispatcher.Dispatcher):  # NUMBA_DISABLE_JIT=1
+        @functools.wraps(func)
+        def refuse(*args):
+            require_jit(f"fastseq kernel {func.__name__}")
+        return refuse
+    if CACHE_DIR is not None:
         dispatcher._cache = _KernelCache(func)  # what numba's cache=True does, with our files
     if not parallel or _launch_lock is None:
         return dispatcher

@@ -553,3 +553,29 @@ def test_fastseq_num_threads_environment_variable(value, ok, run_python):
     else:
         assert result.returncode != 0
         assert "ValueError: FASTSEQ_NUM_THREADS must be a whole number" in result.stderr
+
+
+# ------------------------------------------------------------------- NUMBA_DISABLE_JIT
+
+_WITHOUT_JIT = """
+import numpy as np
+import fastseq
+from fastseq import reference
+xs, ts = np.zeros((2, 7), np.int64), np.zeros((2, 5), np.int64)
+print(reference.PeekySeq2seq(13, 4, 8).forward(xs, ts) > 0)  # the NumPy twin runs
+try:
+    fastseq.PeekySeq2seq(13, 4, 8).forward(xs, ts)
+except fastseq.kernels.jit.JITDisabled as e:
+    print(e)
+"""
+
+
+def test_kernels_say_they_need_the_jit(run_python):
+    # With Numba's JIT off, kernels would fail deep inside (BLAS through pointers, views of
+    # raw memory): the first kernel call says what is wrong instead.
+    result = run_python(_WITHOUT_JIT, env=dict(os.environ, NUMBA_DISABLE_JIT="1"))
+    assert result.returncode == 0, result.stderr
+    works, error = result.stdout.strip().splitlines()
+    assert works == "True"
+    assert error.startswith("fastseq kernel ") and "cannot run with NUMBA_DISABLE_JIT=1" in error
+    assert "unset NUMBA_DISABLE_JIT" in error

@@ -286,6 +286,16 @@ def test_python_dash_m_runs_the_command(tmp_path):
                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "--task" in wrong.stderr
 
+
+def test_train_without_the_jit_fails_before_writing_anything(capsys, tmp_path, monkeypatch):
+    import numba
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    code, out, err = run(capsys, "train", "--out", tmp_path / "J", *TINY[2:])
+    assert code == 2 and out == ""
+    assert err.startswith("fastseq train: error: training cannot run with NUMBA_DISABLE_JIT=1")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "J").exists()
+
 def test_main_leaves_the_global_rng_alone(tmp_path, capsys):
     np.random.seed(123)
     expected = np.random.rand()

@@ -179,11 +179,15 @@ fastseq.Adam().update(model.params, model.grads)
 """
 
 
-def _announce_compiling(quiet):
+def _announce_compiling(quiet, batch_size):
     """One line before a first run with this install, which compiles the kernels first (a
-    minute or so without output otherwise)."""
-    from .kernels.lstm import lstm_forward
-    if jit.CACHE_DIR is not None and not jit.has_cached_code(lstm_forward):
+    minute or so without output otherwise): the LSTM kernel batches of this size use is not
+    compiled yet."""
+    from .kernels import lstm
+    from .threads import chunks
+    forward = (lstm.lstm_forward_by_units if lstm.split_by_units(batch_size, chunks())
+               else lstm.lstm_forward)
+    if jit.CACHE_DIR is not None and not jit.has_cached_code(forward):
         _say(quiet, "first run of this install: compiling the kernels for this machine (about a "
                     f"minute, once; later runs load them from {jit.CACHE_DIR})")
 
@@ -352,7 +356,7 @@ def cmd_train(args):
     iters_per_epoch = len(x_train) // s["batch_size"]
     started = time.perf_counter()
     epoch = 0
-    _announce_compiling(quiet)
+    _announce_compiling(quiet, s["batch_size"])
     with _preserve_global_rng(), _compiling_ahead(model_class):
         np.random.seed(args.seed)
         model = model_class(len(vocab), s["wordvec"], s["hidden"])

@@ -17,8 +17,9 @@ from .kernels.affine import (affine_backward, affine_forward, constant_input_bac
 from .kernels.attention import attention_backward, attention_forward
 from .kernels.blas import matmul
 from .kernels.embedding import embedding_backward, embedding_forward
-from .kernels.lstm import (lstm_backward, lstm_forward, lstm_weight_grads,
-                           lstm_weight_grads_tokens)
+from .kernels.lstm import (lstm_backward, lstm_backward_by_units, lstm_forward,
+                           lstm_forward_by_units, lstm_weight_grads, lstm_weight_grads_tokens,
+                           split_by_units)
 from .kernels.softmax import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 
@@ -137,8 +138,10 @@ class TimeLSTM(_Layer):
                  work.get("tanh_cs", (N, T, H), self.dtype),
                  work.get("h_prevs", (N, T, H), self.dtype))
         hs = np.empty((N, T, H), self.dtype)
-        lstm_forward(hs, saved, xs, Wx[Dc:] if embed is None else E, Wh, bias, h0, c0,
-                     zero_state, chunks())
+        n_chunks = chunks()
+        forward = lstm_forward_by_units if split_by_units(N, n_chunks) else lstm_forward
+        forward(hs, saved, xs, Wx[Dc:] if embed is None else E, Wh, bias, h0, c0, zero_state,
+                n_chunks)
         self.h = hs[:, -1].copy()
         self.c = saved[1][:, -1].copy()
         self._cache = (xs, const, embed, saved)
@@ -156,8 +159,8 @@ class TimeLSTM(_Layer):
         dA = self._work.get("dA", (N, T, 4 * H), self.dtype)
         dh0 = np.empty((N, H), self.dtype)
         n_chunks = chunks()
-        lstm_backward(dA, dh0, self._work.get("dc", (N, H), self.dtype), dhs, Wh, saved,
-                      n_chunks)
+        backward = lstm_backward_by_units if split_by_units(N, n_chunks) else lstm_backward
+        backward(dA, dh0, self._work.get("dc", (N, H), self.dtype), dhs, Wh, saved, n_chunks)
         dWx, dWh, db = self.grads
         grads = (dWx[Dc:], dWh, db)
         if embed is None:

@@ -17,8 +17,9 @@ a copy.
 Threads: the time loops run on ``n_chunks`` threads in one of two ways. Batch rows are
 independent through time, so a batch of many rows is split by rows, with no synchronisation
 per step. A batch of few rows is split by hidden units instead (each thread owns units
-[lo, hi) of all four gates, and the threads meet once per step): with few rows the per-step
-product is dominated by reading Wh, and each thread then reads only its share of it. Measured,
+[lo, hi) of all four gates, and the threads meet once per step; the ``_by_units`` kernels,
+chosen by ``split_by_units``): with few rows the per-step product is dominated by reading Wh,
+and each thread then reads only its share of it. Measured,
 forward+backward on 2 threads, by units against by rows: N=20, T=35, D=H=650 93 against 113 ms;
 N=4, T=10, H=256 1.2 against 1.7 ms; N=24, T=7, H=128 0.83 against 0.99 ms; from 16 rows per
 thread on, rows win (N=32, T=29, H=256: 15.8 against 13.2 ms). The weight gradients, which sum
@@ -45,9 +46,9 @@ from .views import assign, span
 ROWS_PER_THREAD = 16
 
 
-@helper
 def split_by_units(N, n_chunks):
-    """Whether the time loops split hidden units (True) or batch rows (False) across threads."""
+    """Whether the time loops of N rows on n_chunks threads split hidden units (the ``_by_units``
+    kernels) rather than batch rows across threads."""
     return n_chunks > 1 and N < ROWS_PER_THREAD * n_chunks
 
 
@@ -157,36 +158,54 @@ def _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, Wh, bias, h0_is_zero, lo, 
             assign(h_prevs[n, t + 1, lo:hi], hs[n, t, lo:hi])
 
 
+@helper
+def _forward_start(saved, inputs, h0, c0):
+    """The first step's h_prev and c_prev from h0, c0; the gate buffer and the inputs with one
+    row per (n, t), for the input projection."""
+    gates, cs, _, h_prevs = saved
+    N, T = gates.shape[:2]
+    assign(h_prevs[:, 0], h0)
+    assign(cs[:, 0], c0)
+    return gates.reshape(N * T, gates.shape[2]), inputs.reshape((N * T,) + inputs.shape[2:])
+
+
 @kernel(parallel=True)
 def lstm_forward(hs, saved, inputs, W, Wh, bias, h0, c0, h0_is_zero, n_chunks):
     """hs (N,T,H) out; saved see module doc; inputs xs (N,T,D) with W = Wx (D,4H), or token ids
     (N,T) int64 with W = W_embed @ Wx (V,4H) (an embedding folded into the projection);
     Wh (H,4H); bias (1,4H) the layer's b, or (N,4H) one bias per row (b plus an input that is
-    constant over time); h0, c0 (N,H) initial state; h0_is_zero skips the first step's h0 @ Wh."""
+    constant over time); h0, c0 (N,H) initial state; h0_is_zero skips the first step's h0 @ Wh.
+    Batch rows split across the n_chunks threads (``split_by_units`` False)."""
     gates, cs, tanh_cs, h_prevs = saved
     N, T, H = hs.shape
-    A_all = gates.reshape(N * T, 4 * H)
-    inputs_all = inputs.reshape((N * T,) + inputs.shape[2:])
-    assign(h_prevs[:, 0], h0)
-    assign(cs[:, 0], c0)
-    if split_by_units(N, n_chunks):
+    A_all, inputs_all = _forward_start(saved, inputs, h0, c0)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            input_projection(A_all[lo * T:hi * T], inputs_all[lo * T:hi * T], W)
+            rows_bias = bias[lo:hi] if bias.shape[0] > 1 else bias
+            for t in range(T):
+                _step_forward(t, hs[lo:hi], gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi],
+                              h_prevs[lo:hi], Wh, rows_bias, h0_is_zero, 0, H)
+
+
+@kernel(parallel=True)
+def lstm_forward_by_units(hs, saved, inputs, W, Wh, bias, h0, c0, h0_is_zero, n_chunks):
+    """lstm_forward for few rows (``split_by_units`` True): hidden units split across the
+    n_chunks threads, which meet once per step. A kernel of its own, so that a training run
+    compiles only the split it uses (measured, PeekySeq2seq's first forward and backward at
+    N=128: 28.4 + 27.6 s of compiling with both splits in one kernel, 23.1 + 22.2 s without)."""
+    gates, cs, tanh_cs, h_prevs = saved
+    N, T, H = hs.shape
+    A_all, inputs_all = _forward_start(saved, inputs, h0, c0)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N * T)
+        input_projection(A_all[lo:hi], inputs_all[lo:hi], W)
+    for t in range(T):
         for k in prange(n_chunks):
-            lo, hi = chunk(k, n_chunks, N * T)
-            input_projection(A_all[lo:hi], inputs_all[lo:hi], W)
-        for t in range(T):
-            for k in prange(n_chunks):
-                lo, hi = chunk(k, n_chunks, H)
-                if lo < hi:
-                    _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, Wh, bias, h0_is_zero, lo, hi)
-    else:
-        for k in prange(n_chunks):
-            lo, hi = chunk(k, n_chunks, N)
+            lo, hi = chunk(k, n_chunks, H)
             if lo < hi:
-                input_projection(A_all[lo * T:hi * T], inputs_all[lo * T:hi * T], W)
-                rows_bias = bias[lo:hi] if bias.shape[0] > 1 else bias
-                for t in range(T):
-                    _step_forward(t, hs[lo:hi], gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi],
-                                  h_prevs[lo:hi], Wh, rows_bias, h0_is_zero, 0, H)
+                _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, Wh, bias, h0_is_zero, lo, hi)
 
 
 @helper
@@ -208,28 +227,35 @@ def _step_backward(t, dA, dh_next, dc, dhs, Wh, gates, cs, tanh_cs, lo, hi):
 def lstm_backward(dA, dh0, dc, dhs, Wh, saved, n_chunks):
     """The backward time loop: dA (N,T,4H) written with the gradient w.r.t. every step's gate
     inputs, dh0 (N,H) with that w.r.t. h0; dc (N,H) scratch; dhs (N,T,H)
-    upstream gradient; Wh (H,4H) and saved as given to / written by lstm_forward."""
+    upstream gradient; Wh (H,4H) and saved as given to / written by lstm_forward. Batch rows
+    split across the n_chunks threads."""
     gates, cs, tanh_cs, _ = saved  # h_prevs serves the weight gradients only
     N, T, H = dhs.shape
     # A_t = ... + h_{t-1} @ Wh  =>  dh_{t-1} = dA_t @ Wh.T; dh0 = dA_0 @ Wh.T is the last one
-    if split_by_units(N, n_chunks):
-        for t in range(T - 1, -1, -1):
-            for k in prange(n_chunks):
-                lo, hi = chunk(k, n_chunks, H)
-                if lo < hi:
-                    _step_backward(t, dA, dh0, dc, dhs, Wh, gates, cs, tanh_cs, lo, hi)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, N)
+        if lo < hi:
+            for t in range(T - 1, -1, -1):
+                _step_backward(t, dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], Wh,
+                               gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], 0, H)
+            gemm(dh0[lo:hi], dA[lo:hi, 0], Wh, False, True, 0.0)
+
+
+@kernel(parallel=True)
+def lstm_backward_by_units(dA, dh0, dc, dhs, Wh, saved, n_chunks):
+    """lstm_backward for few rows, after lstm_forward_by_units: hidden units split across the
+    n_chunks threads."""
+    gates, cs, tanh_cs, _ = saved
+    N, T, H = dhs.shape
+    for t in range(T - 1, -1, -1):
         for k in prange(n_chunks):
             lo, hi = chunk(k, n_chunks, H)
             if lo < hi:
-                gemm(dh0[:, lo:hi], dA[:, 0], Wh[lo:hi], False, True, 0.0)
-    else:
-        for k in prange(n_chunks):
-            lo, hi = chunk(k, n_chunks, N)
-            if lo < hi:
-                for t in range(T - 1, -1, -1):
-                    _step_backward(t, dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], Wh,
-                                   gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], 0, H)
-                gemm(dh0[lo:hi], dA[lo:hi, 0], Wh, False, True, 0.0)
+                _step_backward(t, dA, dh0, dc, dhs, Wh, gates, cs, tanh_cs, lo, hi)
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, H)
+        if lo < hi:
+            gemm(dh0[:, lo:hi], dA[:, 0], Wh[lo:hi], False, True, 0.0)
 
 
 @kernel(parallel=True)

@@ -183,10 +183,9 @@ def _announce_compiling(quiet, batch_size):
     """One line before a first run with this install, which compiles the kernels first (a
     minute or so without output otherwise): the LSTM kernel batches of this size use is not
     compiled yet."""
-    from .kernels import lstm
+    from .kernels.lstm import time_loops
     from .threads import chunks
-    forward = (lstm.lstm_forward_by_units if lstm.split_by_units(batch_size, chunks())
-               else lstm.lstm_forward)
+    forward, _ = time_loops(batch_size, chunks())
     if jit.CACHE_DIR is not None and not jit.has_cached_code(forward):
         _say(quiet, "first run of this install: compiling the kernels for this machine (about a "
                     f"minute, once; later runs load them from {jit.CACHE_DIR})")

@@ -17,9 +17,7 @@ from .kernels.affine import (affine_backward, affine_forward, constant_input_bac
 from .kernels.attention import attention_backward, attention_forward
 from .kernels.blas import matmul
 from .kernels.embedding import embedding_backward, embedding_forward
-from .kernels.lstm import (lstm_backward, lstm_backward_by_units, lstm_forward,
-                           lstm_forward_by_units, lstm_weight_grads, lstm_weight_grads_tokens,
-                           split_by_units)
+from .kernels.lstm import lstm_weight_grads, lstm_weight_grads_tokens, time_loops
 from .kernels.softmax import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 
@@ -139,7 +137,7 @@ class TimeLSTM(_Layer):
                  work.get("h_prevs", (N, T, H), self.dtype))
         hs = np.empty((N, T, H), self.dtype)
         n_chunks = chunks()
-        forward = lstm_forward_by_units if split_by_units(N, n_chunks) else lstm_forward
+        forward, _ = time_loops(N, n_chunks)
         forward(hs, saved, xs, Wx[Dc:] if embed is None else E, Wh, bias, h0, c0, zero_state,
                 n_chunks)
         self.h = hs[:, -1].copy()
@@ -159,7 +157,7 @@ class TimeLSTM(_Layer):
         dA = self._work.get("dA", (N, T, 4 * H), self.dtype)
         dh0 = np.empty((N, H), self.dtype)
         n_chunks = chunks()
-        backward = lstm_backward_by_units if split_by_units(N, n_chunks) else lstm_backward
+        _, backward = time_loops(N, n_chunks)
         backward(dA, dh0, self._work.get("dc", (N, H), self.dtype), dhs, Wh, saved, n_chunks)
         dWx, dWh, db = self.grads
         grads = (dWx[Dc:], dWh, db)

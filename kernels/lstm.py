@@ -18,9 +18,8 @@ Threads: the time loops run on ``n_chunks`` threads in one of two ways. Batch ro
 independent through time, so a batch of many rows is split by rows, with no synchronisation
 per step. A batch of few rows is split by hidden units instead (each thread owns units
 [lo, hi) of all four gates, and the threads meet once per step; the ``_by_units`` kernels,
-chosen by ``split_by_units``): with few rows the per-step product is dominated by reading Wh,
-and each thread then reads only its share of it. Measured,
-forward+backward on 2 threads, by units against by rows: N=20, T=35, D=H=650 93 against 113 ms;
+chosen by ``time_loops``): with few rows the per-step product is dominated by reading Wh, and
+each thread then reads only its share of it. Measured, forward+backward on 2 threads, by units against by rows: N=20, T=35, D=H=650 93 against 113 ms;
 N=4, T=10, H=256 1.2 against 1.7 ms; N=24, T=7, H=128 0.83 against 0.99 ms; from 16 rows per
 thread on, rows win (N=32, T=29, H=256: 15.8 against 13.2 ms). The weight gradients, which sum
 over all rows, are split by output column. No partial sums are combined across threads, so
@@ -256,6 +255,14 @@ def lstm_backward_by_units(dA, dh0, dc, dhs, Wh, saved, n_chunks):
         lo, hi = chunk(k, n_chunks, H)
         if lo < hi:
             gemm(dh0[:, lo:hi], dA[:, 0], Wh[lo:hi], False, True, 0.0)
+
+
+def time_loops(N, n_chunks):
+    """The forward and backward time-loop kernels for N rows on n_chunks threads: split by
+    hidden units or by batch rows (``split_by_units``)."""
+    if split_by_units(N, n_chunks):
+        return lstm_forward_by_units, lstm_backward_by_units
+    return lstm_forward, lstm_backward
 
 
 @kernel(parallel=True)

@@ -163,7 +163,6 @@ def test_code_of_another_source_stamp_is_never_overwritten(tmp_path):
     assert len(list(tmp_path.glob("*.nbc"))) == 2
 
 
-
 _labs = ctypes.CDLL(None).labs  # a C function, called through its run-time address
 _labs.restype, _labs.argtypes = ctypes.c_long, [ctypes.c_long]
 
@@ -181,6 +180,7 @@ def test_code_that_cannot_be_cached_warns_and_runs(tmp_path, monkeypatch):
     with pytest.warns(NumbaWarning, match="Cannot cache compiled function"):
         assert absolute(-3) == 3
     assert not jit.has_cached_code(absolute)
+
 
 _HAS_CODE = textwrap.dedent("""
     import numpy as np

@@ -277,7 +277,6 @@ def test_help_exits_0(capsys):
     assert "--limit" not in capsys.readouterr().out  # a testing aid, hidden from help
 
 
-
 def test_python_dash_m_runs_the_command(tmp_path):
     version = subprocess.run([sys.executable, "-m", "fastseq", "--version"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
@@ -295,6 +294,7 @@ def test_train_without_the_jit_fails_before_writing_anything(capsys, tmp_path, m
     assert err.startswith("fastseq train: error: training cannot run with NUMBA_DISABLE_JIT=1")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "J").exists()
+
 
 def test_main_leaves_the_global_rng_alone(tmp_path, capsys):
     np.random.seed(123)
@@ -366,7 +366,6 @@ def test_the_second_process_ends_with_the_run(tmp_path, monkeypatch):
     assert len(started) == 1 and started[0].returncode is not None
 
 
-
 @pytest.mark.parametrize("cached", [False, True])
 def test_train_says_when_it_compiles_the_kernels_first(capsys, tmp_path, monkeypatch, cached):
     import contextlib
@@ -379,6 +378,7 @@ def test_train_says_when_it_compiles_the_kernels_first(capsys, tmp_path, monkeyp
     notice = f"compiling the kernels for this machine (about a minute, once; later runs load " \
              f"them from {jit.CACHE_DIR})"
     assert (notice in out) is not cached
+
 
 # ------------------------------------------------------------------------------------------
 # Interruption and divergence keep the last completed epoch's files

@@ -8,8 +8,9 @@ book's algorithm, for GFLOP/s; None when not meaningful), ``examples`` (sequence
 ``fast()`` call, for examples/s) and ``reference_examples`` (per ``reference()`` call).
 Workloads with a PyTorch equivalent also have ``torch_setup()`` (returns a function doing the
 same work with PyTorch on the same inputs and weights; needs ``fastseq.interop``).
-Speed is reported as ratios measured in one run: fastseq vs reference (and vs PyTorch), and
-GFLOP/s vs the machine's float32 GEMM rate (``sgemm_gflops``).
+Speed is reported as ratios measured in one run: fastseq vs reference (and vs PyTorch), from
+median times, and GFLOP/s vs the machine's float32 GEMM rate (``sgemm_gflops``), from the
+fastest call of each.
 """
 
 import contextlib
@@ -356,7 +357,7 @@ def measure(workload, sgemm_rate, *, reference=True, torch=False, budget=2.0,
             reference_times=None):
     """Check the workload, then time fastseq (and the reference, and PyTorch when ``torch`` and
     the workload has an equivalent) for about ``budget`` seconds each, the sides taking turns
-    (``interleaved_medians``); returns its table row. ``reference_times`` (a dict) shares
+    (``interleaved_times``); returns its table row. ``reference_times`` (a dict) shares
     reference timings between workloads of the same ``reference_key``."""
     workload.check()
     if getattr(workload, "single_run", False):
@@ -370,36 +371,44 @@ def measure(workload, sgemm_rate, *, reference=True, torch=False, budget=2.0,
         sides["reference"] = workload.reference
     if torch and hasattr(workload, "torch_setup"):
         sides["torch"] = workload.torch_setup()
-    seconds = interleaved_medians(sides, budget)
+    times = interleaved_times(sides, budget)
+    seconds = {name: float(np.median(t)) for name, t in times.items()}
     if "reference" in sides:
         reference_times[key] = seconds["reference"]
     if reference and workload.reference is not None:
         seconds["reference"] = reference_times[key]
-    return result_row(workload, seconds, sgemm_rate)
+    return result_row(workload, seconds, sgemm_rate, fastest=min(times["fastseq"]))
 
 
-# Turns per side in interleaved_medians, and the most calls a side makes in all its turns.
-ROUNDS, MAX_CALLS = 3, 21
+# Turns per side in interleaved_times, and the most calls a side makes in all its turns.
+ROUNDS, MAX_CALLS = 3, 60
+# Untimed calls open each turn for about this long, when calls are shorter: after the quiet
+# pause the first calls run slower while sleeping threads wake and caches fill (measured,
+# TimeLSTM fwd+bwd at (128,7,16,128): 5-9 ms for the first five calls after a 1 s pause, a
+# median of 4.2-4.9 ms after them).
+TURN_WARMUP_SECONDS = 0.05
 
 
-def interleaved_medians(sides, budget):
-    """Median wall time per call of each function of ``sides`` (name -> fn): one warm-up call
-    each, then ROUNDS turns per side, the sides taking turns, each turn after a quiet pause and
-    as many calls as fit in about budget / ROUNDS seconds (at least one). On a shared machine,
-    load that comes and goes during a workload then falls on every side alike, and the ratios
-    between sides hold better than when each side is timed in one stretch."""
-    calls = {}
+def interleaved_times(sides, budget):
+    """Wall time of each timed call of each function of ``sides`` (name -> list of seconds):
+    one warm-up call each, then ROUNDS turns per side, the sides taking turns, each turn after a
+    quiet pause and untimed calls for about TURN_WARMUP_SECONDS (as many as are timed, at
+    most), timing as many calls as fit in about budget / ROUNDS seconds (at least one). On a
+    shared machine, load that comes and goes during a workload then falls on every side alike,
+    and the ratios between sides hold better than when each side is timed in one stretch."""
+    calls, warmups = {}, {}
     for name, fn in sides.items():
         start = time.perf_counter()
         fn()
-        first = time.perf_counter() - start
-        calls[name] = int(min(MAX_CALLS // ROUNDS, max(1, budget / ROUNDS // max(first, 1e-9))))
+        first = max(time.perf_counter() - start, 1e-9)
+        calls[name] = int(min(MAX_CALLS // ROUNDS, max(1, budget / ROUNDS // first)))
+        warmups[name] = int(min(calls[name], TURN_WARMUP_SECONDS // first))
     times = {name: [] for name in sides}
     for _ in range(ROUNDS):
         for name, fn in sides.items():
             quiet()
-            times[name] += call_seconds(fn, calls[name], warmup=0)
-    return {name: float(np.median(t)) for name, t in times.items()}
+            times[name] += call_seconds(fn, calls[name], warmup=warmups[name])
+    return times
 
 
 # After a multithreaded NumPy matrix product, NumPy's OpenBLAS threads keep spinning for a
@@ -441,17 +450,23 @@ def median_seconds(fn, repeats, warmup=1):
     return float(np.median(call_seconds(fn, repeats, warmup)))
 
 
-def result_row(workload, seconds, sgemm_rate):
+def result_row(workload, seconds, sgemm_rate, fastest=None):
     """One table row from the median seconds per call of each side that ran: ``seconds`` maps
-    "fastseq" (required), "reference" and "torch" to a time or None. Speedups compare time per
-    example (the reference of a decode workload decodes fewer questions)."""
+    "fastseq" (required), "reference" and "torch" to a time or None; ``fastest`` is fastseq's
+    fastest call (default: its median). Speedups compare time per example (the reference of a
+    decode workload decodes fewer questions). GFLOP/s and the share of the SGEMM rate come from
+    the fastest call, as the SGEMM rate does from the fastest matmul: both then estimate the
+    machine without other processes' load, which on a shared machine slows the median of
+    either by a varying amount."""
     fast = seconds["fastseq"]
+    fastest = fast if fastest is None else fastest
     per_example = fast / workload.examples
-    gflops = workload.flops / fast / 1e9 if workload.flops else None
+    gflops = workload.flops / fastest / 1e9 if workload.flops else None
     reference, torch = seconds.get("reference"), seconds.get("torch")
     return {
         "workload": workload.name,
         "ms": 1e3 * fast,
+        "fastest_ms": 1e3 * fastest,
         "examples_per_s": workload.examples / fast,
         "gflops": gflops,
         "sgemm_share": gflops / sgemm_rate if gflops else None,
@@ -464,17 +479,18 @@ def result_row(workload, seconds, sgemm_rate):
 
 
 _COLUMNS = (  # (heading, row key, format)
-    ("workload", "workload", "{}"), ("ms", "ms", "{:,.1f}"),
-    ("examples/s", "examples_per_s", "{:,.0f}"), ("GFLOP/s", "gflops", "{:.1f}"),
-    ("% SGEMM", "sgemm_share", "{:.0%}"), ("vs reference", "speedup", "{:.2f}x"),
-    ("vs torch", "vs_torch", "{:.2f}x"))
+    ("workload", "workload", "{}"), ("ms (median)", "ms", "{:,.1f}"),
+    ("ms (fastest)", "fastest_ms", "{:,.1f}"), ("examples/s", "examples_per_s", "{:,.0f}"),
+    ("GFLOP/s (fastest)", "gflops", "{:.1f}"), ("% SGEMM", "sgemm_share", "{:.0%}"),
+    ("vs reference", "speedup", "{:.2f}x"), ("vs torch", "vs_torch", "{:.2f}x"))
 
 
 def format_table(rows, sgemm_rate, threads, torch_version=None):
     """The rows as a Markdown table, headed by the machine's SGEMM rate."""
     columns = [c for c in _COLUMNS if c[1] != "vs_torch" or torch_version]
-    lines = [f"SGEMM 2048^3 float32: {sgemm_rate:.1f} GFLOP/s | {threads} thread(s) | numpy "
-             f"{np.__version__}" + (f" | torch {torch_version}" if torch_version else ""), "",
+    lines = [f"SGEMM 2048^3 float32: {sgemm_rate:.1f} GFLOP/s (fastest of 10) | {threads} "
+             f"thread(s) | numpy {np.__version__}"
+             + (f" | torch {torch_version}" if torch_version else ""), "",
              "| " + " | ".join(h for h, _, _ in columns) + " |",
              "|" + "|".join("---" if k == "workload" else "---:" for _, k, _ in columns) + "|"]
     for row in rows:

@@ -624,8 +624,9 @@ def add_bench_parser(subparsers):
                     "and, when PyTorch is installed, with PyTorch on the same inputs and "
                     "weights, all on the same number of threads. Each workload is checked "
                     "against the reference before it is timed. Prints a Markdown table: median "
-                    "ms per call, examples/s, GFLOP/s, share of the GEMM rate, speedup over "
-                    "the reference and over PyTorch (their time / fastseq's).")
+                    "and fastest ms per call, examples/s, GFLOP/s and share of the GEMM rate "
+                    "(of the fastest call, as the GEMM rate is of the fastest matmul), speedup "
+                    "over the reference and over PyTorch (their median time / fastseq's).")
     p.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
                    help=f"only these workload groups ({', '.join(GROUPS)}; default: all)")
     p.add_argument("--threads", type=positive_int,

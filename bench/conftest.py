@@ -6,8 +6,8 @@ check, outside the timed region). NumPy's BLAS and PyTorch are limited to fastse
 count for the whole session, so the SGEMM rate, the reference, PyTorch and fastseq all use the
 same number of threads. The summary at the end is the table of ``fastseq bench``: per
 workload, the median and fastest time, examples/s, GFLOP/s of the fastest call as a share of
-the SGEMM rate measured at the start of the run, and the speedups over the reference and
-PyTorch.
+the SGEMM rate (the faster of its measurements before and after the workloads), and the
+speedups over the reference and PyTorch.
 """
 
 import pytest
@@ -19,7 +19,7 @@ TORCH_VERSION = benchmarks.torch_version()
 
 _results = {}  # workload name -> (workload, {side: median seconds per call})
 _fastest = {}  # workload name -> fastseq's fastest call, seconds
-_sgemm = []  # the session's SGEMM rate, for the summary
+_sgemm = []  # the session's SGEMM rates (before and after the workloads), for the summary
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,8 +30,10 @@ def same_thread_count():
 
 @pytest.fixture(scope="session")
 def sgemm_rate(same_thread_count):
+    """The SGEMM rate measured before the workloads (and, for the summary, again after them)."""
     _sgemm.append(benchmarks.sgemm_gflops())
-    return _sgemm[0]
+    yield _sgemm[0]
+    _sgemm.append(benchmarks.sgemm_gflops())
 
 
 @pytest.fixture
@@ -65,7 +67,8 @@ def measure(benchmark, sgemm_rate):
         _results.setdefault(workload.name, (workload, {}))[1][side] = seconds
         if side == "fastseq":
             _fastest[workload.name] = fastest
-            row = benchmarks.result_row(workload, {"fastseq": seconds}, sgemm_rate, fastest)
+            _, (row,) = benchmarks.with_sgemm_shares(
+                [benchmarks.result_row(workload, {"fastseq": seconds}, fastest)], [sgemm_rate])
             benchmark.extra_info.update(
                 {k: row[k] for k in ("examples_per_s", "gflops", "sgemm_share")},
                 sgemm_gflops=sgemm_rate, threads=fastseq.get_num_threads())
@@ -83,10 +86,10 @@ def pytest_terminal_summary(terminalreporter):
               for name, (w, seconds) in _results.items() if "reference" in seconds}
     rows = [benchmarks.result_row(
                 workload, dict(seconds, reference=shared.get(
-                    getattr(workload, "reference_key", workload.name))), _sgemm[0],
-                _fastest[name])
+                    getattr(workload, "reference_key", workload.name))), _fastest[name])
             for name, (workload, seconds) in _results.items() if "fastseq" in seconds]
     if rows:
+        sgemm_rate, rows = benchmarks.with_sgemm_shares(rows, _sgemm)
         terminalreporter.write_line("")
         terminalreporter.write_line(benchmarks.format_table(
-            rows, _sgemm[0], fastseq.get_num_threads(), TORCH_VERSION))
+            rows, sgemm_rate, fastseq.get_num_threads(), TORCH_VERSION))

@@ -353,8 +353,7 @@ def workloads(group, cold=False):
     raise ValueError(f"unknown workload group {group!r}; valid groups: {', '.join(GROUPS)}")
 
 
-def measure(workload, sgemm_rate, *, reference=True, torch=False, budget=2.0,
-            reference_times=None):
+def measure(workload, *, reference=True, torch=False, budget=2.0, reference_times=None):
     """Check the workload, then time fastseq (and the reference, and PyTorch when ``torch`` and
     the workload has an equivalent) for about ``budget`` seconds each, the sides taking turns
     (``interleaved_times``); returns its table row. ``reference_times`` (a dict) shares
@@ -362,8 +361,7 @@ def measure(workload, sgemm_rate, *, reference=True, torch=False, budget=2.0,
     workload.check()
     if getattr(workload, "single_run", False):
         quiet()
-        return result_row(workload, {"fastseq": median_seconds(workload.fast, 1, warmup=0)},
-                          sgemm_rate)
+        return result_row(workload, {"fastseq": median_seconds(workload.fast, 1, warmup=0)})
     reference_times = {} if reference_times is None else reference_times
     key = getattr(workload, "reference_key", workload.name)
     sides = {"fastseq": workload.fast}
@@ -377,7 +375,7 @@ def measure(workload, sgemm_rate, *, reference=True, torch=False, budget=2.0,
         reference_times[key] = seconds["reference"]
     if reference and workload.reference is not None:
         seconds["reference"] = reference_times[key]
-    return result_row(workload, seconds, sgemm_rate, fastest=min(times["fastseq"]))
+    return result_row(workload, seconds, fastest=min(times["fastseq"]))
 
 
 # Turns per side in interleaved_times, and the most calls a side makes in all its turns.
@@ -426,7 +424,8 @@ def quiet():
 def sgemm_gflops(n=2048, repeats=10):
     """The machine's float32 matrix-product rate: GFLOP/s of the fastest of ``repeats`` n^3
     NumPy matmuls (the limit the kernels are compared with; on a shared machine the median
-    varied from 116 to 179 GFLOP/s between runs)."""
+    varied from 116 to 179 GFLOP/s between runs). A run measures it before and after its
+    workloads and keeps the faster (``with_sgemm_shares``)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(np.float32)
     b = rng.standard_normal((n, n)).astype(np.float32)
@@ -450,32 +449,38 @@ def median_seconds(fn, repeats, warmup=1):
     return float(np.median(call_seconds(fn, repeats, warmup)))
 
 
-def result_row(workload, seconds, sgemm_rate, fastest=None):
+def result_row(workload, seconds, fastest=None):
     """One table row from the median seconds per call of each side that ran: ``seconds`` maps
     "fastseq" (required), "reference" and "torch" to a time or None; ``fastest`` is fastseq's
     fastest call (default: its median). Speedups compare time per example (the reference of a
-    decode workload decodes fewer questions). GFLOP/s and the share of the SGEMM rate come from
-    the fastest call, as the SGEMM rate does from the fastest matmul: both then estimate the
-    machine without other processes' load, which on a shared machine slows the median of
-    either by a varying amount."""
+    decode workload decodes fewer questions). GFLOP/s come from the fastest call, as the SGEMM
+    rate does from the fastest matmul: both then estimate the machine without other processes'
+    load, which on a shared machine slows the median of either by a varying amount."""
     fast = seconds["fastseq"]
     fastest = fast if fastest is None else fastest
     per_example = fast / workload.examples
-    gflops = workload.flops / fastest / 1e9 if workload.flops else None
     reference, torch = seconds.get("reference"), seconds.get("torch")
     return {
         "workload": workload.name,
         "ms": 1e3 * fast,
         "fastest_ms": 1e3 * fastest,
         "examples_per_s": workload.examples / fast,
-        "gflops": gflops,
-        "sgemm_share": gflops / sgemm_rate if gflops else None,
+        "gflops": workload.flops / fastest / 1e9 if workload.flops else None,
         "reference_ms": None if reference is None else 1e3 * reference,
         "speedup": None if reference is None
         else reference / workload.reference_examples / per_example,
         "torch_ms": None if torch is None else 1e3 * torch,
         "vs_torch": None if torch is None else torch / fast,
     }
+
+
+def with_sgemm_shares(rows, sgemm_rates):
+    """The run's SGEMM rate, the fastest of ``sgemm_rates`` (measured before and after the
+    workloads: load that comes and goes on a shared machine can slow one of them), and the rows
+    with "sgemm_share", their GFLOP/s as a share of it."""
+    rate = max(sgemm_rates)
+    return rate, [dict(row, sgemm_share=row["gflops"] / rate if row["gflops"] else None)
+                  for row in rows]
 
 
 _COLUMNS = (  # (heading, row key, format)
@@ -486,9 +491,10 @@ _COLUMNS = (  # (heading, row key, format)
 
 
 def format_table(rows, sgemm_rate, threads, torch_version=None):
-    """The rows as a Markdown table, headed by the machine's SGEMM rate."""
+    """The rows (with their SGEMM shares, ``with_sgemm_shares``) as a Markdown table, headed by
+    the machine's SGEMM rate."""
     columns = [c for c in _COLUMNS if c[1] != "vs_torch" or torch_version]
-    lines = [f"SGEMM 2048^3 float32: {sgemm_rate:.1f} GFLOP/s (fastest of 10) | {threads} "
+    lines = [f"SGEMM 2048^3 float32: {sgemm_rate:.1f} GFLOP/s (fastest matmul) | {threads} "
              f"thread(s) | numpy {np.__version__}"
              + (f" | torch {torch_version}" if torch_version else ""), "",
              "| " + " | ".join(h for h, _, _ in columns) + " |",

@@ -625,8 +625,9 @@ def add_bench_parser(subparsers):
                     "weights, all on the same number of threads. Each workload is checked "
                     "against the reference before it is timed. Prints a Markdown table: median "
                     "and fastest ms per call, examples/s, GFLOP/s and share of the GEMM rate "
-                    "(of the fastest call, as the GEMM rate is of the fastest matmul), speedup "
-                    "over the reference and over PyTorch (their median time / fastseq's).")
+                    "(of the fastest call, as the GEMM rate is of the fastest matmul, measured "
+                    "before and after the workloads), speedup over the reference and over "
+                    "PyTorch (their median time / fastseq's).")
     p.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
                    help=f"only these workload groups ({', '.join(GROUPS)}; default: all)")
     p.add_argument("--threads", type=positive_int,
@@ -665,20 +666,24 @@ def _bench(args, n_threads):
     groups = args.only or benchmarks.GROUPS
     rows, reference_times = [], {}
     with benchmarks.thread_limits(n_threads, torch=torch_version is not None):
-        sgemm_rate = benchmarks.sgemm_gflops()
-        print(f"SGEMM 2048^3 float32: {sgemm_rate:.1f} GFLOP/s on {n_threads} thread(s)",
+        sgemm_rates = [benchmarks.sgemm_gflops()]
+        print(f"SGEMM 2048^3 float32: {sgemm_rates[0]:.1f} GFLOP/s on {n_threads} thread(s)",
               file=sys.stderr, flush=True)
         for group in groups:
             for workload in benchmarks.workloads(group, cold=args.cold):
-                row = benchmarks.measure(workload, sgemm_rate, reference=args.reference,
+                row = benchmarks.measure(workload, reference=args.reference,
                                          torch=torch_version is not None, budget=args.budget,
                                          reference_times=reference_times)
                 rows.append(row)
                 print(f"  {row['workload']}: {row['ms']:,.1f} ms", file=sys.stderr, flush=True)
+        sgemm_rates.append(benchmarks.sgemm_gflops())
+        print(f"SGEMM 2048^3 float32 after the workloads: {sgemm_rates[1]:.1f} GFLOP/s",
+              file=sys.stderr, flush=True)
+    sgemm_rate, rows = benchmarks.with_sgemm_shares(rows, sgemm_rates)
     if args.json:
-        json.dump({"sgemm_gflops": sgemm_rate, "threads": n_threads, "numpy": np.__version__,
-                   "torch": torch_version, "fastseq": __version__, "workloads": rows},
-                  sys.stdout, indent=1)
+        json.dump({"sgemm_gflops": sgemm_rate, "sgemm_gflops_measured": sgemm_rates,
+                   "threads": n_threads, "numpy": np.__version__, "torch": torch_version,
+                   "fastseq": __version__, "workloads": rows}, sys.stdout, indent=1)
         print()
     else:
         print(benchmarks.format_table(rows, sgemm_rate, n_threads, torch_version))

@@ -16,7 +16,12 @@ def _shape_text(shape):
 
 
 def _check_shape(name, x, shape):
-    if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+    fits = x.ndim == len(shape)
+    if fits:
+        for s, d in zip(shape, x.shape):
+            if s is not None and s != d:
+                fits = False
+    if not fits:
         raise ValueError(f"{name} must have shape {_shape_text(shape)}, got {x.shape}")
     if x.size == 0:
         raise ValueError(f"{name} is empty (shape {x.shape}); pass at least one sequence "
@@ -36,6 +41,11 @@ def floats(name, x, dtype, shape, dtype_of="the weights"):
     return np.ascontiguousarray(x)
 
 
+# Up to this many ids (one question), Python's min and max of a list beat NumPy's reductions
+# (measured, 7 ids: 0.8 against 4.7 us; generating one answer runs this check once).
+_FEW_IDS = 64
+
+
 def token_ids(name, ids, V, shape=(None, None), ignore_label=None):
     """ids as a C-contiguous int64 array of ``shape`` with values in [0, V) (or ignore_label).
     Any integer dtype is accepted (int8 .. uint64); its values are checked before the cast."""
@@ -49,7 +59,12 @@ def token_ids(name, ids, V, shape=(None, None), ignore_label=None):
         raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}; "
                         f"convert with {name}.astype(np.int64) if the values are whole numbers")
     _check_shape(name, ids, shape)
-    if ids.min() < 0 or ids.max() >= V:
+    if ids.size <= _FEW_IDS:
+        values = ids.ravel().tolist()
+        low, high = min(values), max(values)
+    else:
+        low, high = ids.min(), ids.max()
+    if low < 0 or high >= V:
         outside = (ids < 0) | (ids >= V)
         if ignore_label is not None:
             outside &= ids != ignore_label
@@ -107,10 +122,12 @@ def unchanged(layer, shapes, kinds):
     """Cheap guard before kernels read params (and write grads): they still have their shapes,
     the layer's dtype and C layout, and grads are writable (the lists must be updated in
     place, never rebound to other arrays). ``kinds``: which of the two lists to check."""
-    for i, shape in enumerate(shapes):
-        for kind in kinds:
-            a = getattr(layer, kind)[i]
-            if (not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != layer.dtype
+    dtype = layer.dtype
+    for kind in kinds:
+        arrays = getattr(layer, kind)
+        for i, shape in enumerate(shapes):
+            a = arrays[i]
+            if (not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype
                     or not a.flags.c_contiguous or (kind == "grads" and not a.flags.writeable)):
                 got = (f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray)
                        else type(a).__name__)

@@ -14,6 +14,7 @@ import pytest
 
 import fastseq
 import fastseq.layers as fast
+from fastseq import _checks
 
 N, T, D, H, V, M = 3, 4, 5, 6, 7, 8
 F32, F64 = np.float32, np.float64
@@ -45,16 +46,22 @@ def _ids(*shape, high=V):
 
 # ------------------------------------------------------------------- token ids
 
+# Batch sizes whose ids the checks scan both ways: a few in Python, many with NumPy.
+ROWS = [N, _checks._FEW_IDS // T + 1]
+
+
+@pytest.mark.parametrize("rows", ROWS)
 @pytest.mark.parametrize("bad_id", [V, V + 100, -1, -2, np.iinfo(np.int64).min])
-def test_embedding_rejects_ids_out_of_range(bad_id):
-    xs = _ids(N, T)
+def test_embedding_rejects_ids_out_of_range(bad_id, rows):
+    xs = _ids(rows, T)
     xs[1, 2] = bad_id
     with pytest.raises(ValueError, match=rf"xs holds token id {bad_id}, outside \[0, {V}\)"):
         _embedding().forward(xs)
 
 
-def test_embedding_rejects_huge_unsigned_ids():
-    xs = _ids(N, T).astype(np.uint64)
+@pytest.mark.parametrize("rows", ROWS)
+def test_embedding_rejects_huge_unsigned_ids(rows):
+    xs = _ids(rows, T).astype(np.uint64)
     xs[0, 0] = np.iinfo(np.uint64).max  # would wrap to -1 if cast to int64 first
     with pytest.raises(ValueError, match=r"xs holds token id"):
         _embedding().forward(xs)
@@ -103,13 +110,15 @@ def test_ragged_ids_are_rejected():
         _embedding().forward([[1, 2], [3]])
 
 
+@pytest.mark.parametrize("rows", ROWS)
 @pytest.mark.parametrize("bad_label", [V, -2, -100])
-def test_softmax_rejects_labels_out_of_range(bad_label):
-    ts = _ids(N, T)
+def test_softmax_rejects_labels_out_of_range(bad_label, rows):
+    ts = _ids(rows, T)
+    ts[0, 0] = -1  # ignore_label: accepted
     ts[2, 3] = bad_label
     with pytest.raises(ValueError, match=rf"ts holds token id {bad_label}, outside \[0, {V}\) "
                                          r"or -1 \(ignore_label\)"):
-        fast.TimeSoftmaxWithLoss().forward(_floats(N, T, V), ts)
+        fast.TimeSoftmaxWithLoss().forward(_floats(rows, T, V), ts)
 
 
 @pytest.mark.parametrize("ts", [_ids(N, T).astype(F64), _ids(N, T).astype(bool)],

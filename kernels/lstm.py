@@ -19,11 +19,12 @@ independent through time, so a batch of many rows is split by rows, with no sync
 per step. A batch of few rows is split by hidden units instead (each thread owns units
 [lo, hi) of all four gates, and the threads meet once per step; the ``_by_units`` kernels,
 chosen by ``time_loops``): with few rows the per-step product is dominated by reading Wh, and
-each thread then reads only its share of it. Measured, forward+backward on 2 threads, by units against by rows: N=20, T=35, D=H=650 93 against 113 ms;
-N=4, T=10, H=256 1.2 against 1.7 ms; N=24, T=7, H=128 0.83 against 0.99 ms; from 16 rows per
-thread on, rows win (N=32, T=29, H=256: 15.8 against 13.2 ms). The weight gradients, which sum
-over all rows, are split by output column. No partial sums are combined across threads, so
-the result does not depend on the number of threads beyond the rounding of BLAS's blocking.
+each thread then reads only its share of it. Measured, forward+backward on 2 threads, by units
+against by rows: N=20, T=35, D=H=650 93 against 113 ms; N=4, T=10, H=256 1.2 against 1.7 ms;
+N=24, T=7, H=128 0.83 against 0.99 ms; from 16 rows per thread on, rows win (N=32, T=29,
+H=256: 15.8 against 13.2 ms). The weight gradients, which sum over all rows, are split by
+output column. No partial sums are combined across threads, so the result does not depend on
+the number of threads beyond the rounding of BLAS's blocking.
 
 ``saved`` (written by forward, read by backward, never modified by backward):
     gates   (N,T,4H)  activated f, g, i, o

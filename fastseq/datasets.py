@@ -10,13 +10,13 @@ fixed-width *answer* that starts with ``_`` (the decoder's start symbol)::
 
 *Addition*: the question ``a+b`` left-justified to 7 characters, then ``_`` and the sum, the
 answer left-justified to 5 characters (``_1998`` is the longest). Each operand has 1-3 digits
-(0..999, no leading zeros). All ``(a, b)`` pairs in a data set are distinct as *ordered* pairs
-(``16+75`` and ``75+16`` may both appear).
+(0..999, no leading zeros). No pair of operands appears twice, in either order
+(``16+75`` excludes ``75+16``), as in the book's file.
 
 *Date*: a day between 1970-01-01 and 2017-12-31 written in one of the four US-English formats of
 the book's ``date.txt`` (see ``DATE_FORMATS``), the word formats in lower, title or upper case
 (``DATE_CASES``); the question is left-justified to 29 characters, then ``_`` and the ISO date
-``YYYY-MM-DD``. All lines in a data set are distinct.
+``YYYY-MM-DD``. Lines are drawn independently, so some repeat, as in the book's file.
 
 Loading follows the book's loader exactly, so ids and the train/test split (and hence trained
 weights) are interchangeable with the book's: split every line at its first ``_``; give characters
@@ -182,13 +182,16 @@ class Vocabulary:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_n_seed(fn: str, n, seed, capacity: int) -> tuple[int, int]:
+def _check_n_seed(fn: str, n, seed, capacity: int | None = None) -> tuple[int, int]:
+    """``n`` and ``seed`` as ints; ``n`` in ``[1, capacity]`` (no upper bound when None)."""
     try:
         n = operator.index(n)
         seed = operator.index(seed)
     except TypeError:
         raise TypeError(f"{fn}: n and seed must be integers, got n={n!r}, seed={seed!r}") from None
-    if not 1 <= n <= capacity:
+    if capacity is None and n < 1:
+        raise ValueError(f"{fn}: n must be >= 1, got {n}")
+    if capacity is not None and not 1 <= n <= capacity:
         raise ValueError(f"{fn}: n must be in [1, {capacity}] (distinct questions), got {n}")
     if seed < 0:
         raise ValueError(f"{fn}: seed must be >= 0, got {seed}")
@@ -260,35 +263,25 @@ def format_date(day: datetime.date, fmt: str, case: str | None = "title") -> str
 
 
 def generate_dates(n: int = 50000, seed: int = 0) -> list[str]:
-    """``n`` distinct date lines such as ``'9/27/94  ...  _1994-09-27'``, deterministic in ``seed``.
+    """``n`` date lines such as ``'9/27/94  ...  _1994-09-27'``, deterministic in ``seed``.
 
-    The day is uniform in ``[DATE_MIN, DATE_MAX]``; the rendering is 'numeric' with probability
-    1/4, else one of the three word formats (1/4 each) in title case (1/2), lower or upper case
-    (1/4 each) -- the proportions of the book's file. Lines never repeat (May's medium and long
-    renderings are the same string and count as one), so at most 170,856 lines.
+    Every line is drawn on its own, as in the book's file: a day uniform in ``[DATE_MIN,
+    DATE_MAX]``, rendered 'numeric' with probability 1/4, else in one of the three word formats
+    (1/4 each) in title case (1/2), lower or upper case (1/4 each). So lines can repeat, as there:
+    of 50,000 lines about 41,600 are distinct, and a repeated line can fall in both the training
+    and the test split, as in the book's experiment.
     """
+    n, seed = _check_n_seed("generate_dates", n, seed)
+    rng = np.random.default_rng(seed)
     first = DATE_MIN.toordinal()
     n_days = DATE_MAX.toordinal() - first + 1
-    n_var = len(_DATE_VARIANTS)
-    # w[day, variant]; key = day * n_var + variant.
-    w = np.tile(np.array(_DATE_VARIANT_WEIGHTS, dtype=np.float64), (n_days, 1))
-    # 'May' is both the medium and the long month name: give May's medium renderings' weight to
-    # the identical long ones, so every key is a distinct line.
-    may = np.array([datetime.date.fromordinal(first + i).month == 5 for i in range(n_days)])
-    for case in DATE_CASES:
-        medium = _DATE_VARIANTS.index(("medium", case))
-        long = _DATE_VARIANTS.index(("long", case))
-        w[may, long] += w[may, medium]
-        w[may, medium] = 0.0
-    candidates = np.flatnonzero(w)
-    n, seed = _check_n_seed("generate_dates", n, seed, candidates.shape[0])
-    rng = np.random.default_rng(seed)
-    keys = candidates[_weighted_sample_without_replacement(rng, w.ravel()[candidates], n)]
+    weights = np.array(_DATE_VARIANT_WEIGHTS, dtype=np.float64)
+    days = rng.integers(n_days, size=n)
+    variants = rng.choice(len(_DATE_VARIANTS), size=n, p=weights / weights.sum())
     lines = []
-    for k in keys.tolist():
-        day = datetime.date.fromordinal(first + k // n_var)
-        fmt, case = _DATE_VARIANTS[k % n_var]
-        q = format_date(day, fmt, case)
+    for d, v in zip(days.tolist(), variants.tolist()):
+        day = datetime.date.fromordinal(first + d)
+        q = format_date(day, *_DATE_VARIANTS[v])
         assert len(q) <= DATE_QUESTION_WIDTH, q
         lines.append(q.ljust(DATE_QUESTION_WIDTH) + "_" + day.isoformat())
     return lines

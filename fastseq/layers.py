@@ -158,7 +158,8 @@ class TimeLSTM(_Layer):
         dh0 = np.empty((N, H), self.dtype)
         n_chunks = chunks()
         _, backward = time_loops(N, n_chunks)
-        backward(dA, dh0, self._work.get("dc", (N, H), self.dtype), dhs, Wh, saved, n_chunks)
+        backward(dA, dh0, self._work.get("dc", (N, H), self.dtype), dhs, Wh,
+                 self._work.get("WhT", (4 * H, H), self.dtype), saved, n_chunks)
         dWx, dWh, db = self.grads
         grads = (dWx[Dc:], dWh, db)
         if embed is None:

@@ -1,11 +1,16 @@
 """The kernels' matrix product ``fastseq.kernels.blas.gemm`` against NumPy, and their dot
 product ``dot``.
 
-gemm is callable only from compiled code, so the test compiles a wrapper. Cases: the compiled
-loops for one or two rows of C (plain and with B transposed) and OpenBLAS for more; every
-transpose combination the kernels use (flags given as constants, as gemm requires); operands
-that are strided row blocks of bigger arrays (``gates[:, t, lo:hi]``-style views); beta 0 (C's
-old contents, even NaN, ignored), 1 and 0.5.
+gemm is callable only from compiled code, so the test compiles a wrapper. Cases: the register
+tiles (``tiles.tiled_product``, on CPUs with AVX-512) for whole panels of columns and OpenBLAS
+for the rest, or the compiled loops for one or two rows of C (plain and with B transposed) and
+OpenBLAS for more; every transpose combination the kernels use (flags given as constants, as
+gemm requires); operands that are strided row blocks of bigger arrays (``gates[:, t,
+lo:hi]``-style views); beta 0 (C's old contents, even NaN, ignored), 1 and 0.5.
+
+The tiles are also tested on their own, on any CPU (LLVM splits their 512-bit vectors where
+the CPU has narrower ones): against NumPy, and row by row against the whole product, bit for bit
+(so splitting rows across threads cannot change a result).
 """
 
 import numba
@@ -15,6 +20,7 @@ import pytest
 from conftest import DTYPES, tolerances
 from fastseq.kernels import jit
 from fastseq.kernels.blas import DOT_LANES, dot, gemm
+from fastseq.kernels.tiles import panel_width, tiled_product
 
 
 @numba.njit(fastmath=jit.FASTMATH)
@@ -38,14 +44,15 @@ def _view(rng, rows, cols, dtype, strided):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("M", [1, 2, 3, 9])
+@pytest.mark.parametrize("M", [1, 2, 3, 9, 13])
+@pytest.mark.parametrize("N", [13, 77])  # 77: one or two panels of tiles, then OpenBLAS
 @pytest.mark.parametrize("trans", [(False, False), (False, True), (True, False)],
                          ids=["NN", "NT", "TN"])
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
-def test_gemm_matches_numpy(dtype, M, trans, strided, beta):
+def test_gemm_matches_numpy(dtype, M, N, trans, strided, beta):
     rng = np.random.default_rng(M)
-    N, K = 13, 37
+    K = 37
     trans_a, trans_b = trans
     A = _view(rng, K, M, dtype, strided) if trans_a else _view(rng, M, K, dtype, strided)
     B = _view(rng, N, K, dtype, strided) if trans_b else _view(rng, K, N, dtype, strided)
@@ -74,6 +81,45 @@ def test_gemm_empty_inner_dimension_gives_beta_times_c(M):
     C = np.ones((M, 4), np.float32)
     _gemm(C, np.empty((M, 0), np.float32), np.empty((0, 4), np.float32), False, False, 0.5)
     np.testing.assert_array_equal(C, np.full((M, 4), 0.5, np.float32))
+
+
+@numba.njit(fastmath=jit.FASTMATH)
+def _tiled_product(C, A, B, beta):
+    return tiled_product(C, A, B, beta)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M", [1, 5, 6, 7, 13])
+@pytest.mark.parametrize("K", [0, 1, 37])
+@pytest.mark.parametrize("panels", [0, 1, 3])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+def test_tiled_product_matches_numpy_row_by_row_too(dtype, M, K, panels, beta):
+    rng = np.random.default_rng(M * 100 + K)
+    width = 64 // np.dtype(dtype).itemsize * 4
+    N = panels * width + 5  # 5 columns short of a panel: left to the caller
+    A = _view(rng, M, K, dtype, strided=True)
+    B = _view(rng, K, N, dtype, strided=True)
+    C = _view(rng, M, N, dtype, strided=True)
+    before = C.copy()
+    if beta == 0.0:
+        C[...] = np.nan
+    tail = C[:, panels * width:].copy()
+    assert _tiled_product(C, A, B, beta) == panels * width
+    n = panels * width
+    assert _panel_width(C) == width
+    rtol, atol = tolerances(dtype)
+    np.testing.assert_allclose(C[:, :n], A @ B[:, :n] + beta * before[:, :n], rtol=rtol,
+                               atol=atol)
+    np.testing.assert_array_equal(C[:, n:], tail)
+    for i in range(M):
+        one = before[i:i + 1].copy()
+        _tiled_product(one, A[i:i + 1], B, beta)
+        np.testing.assert_array_equal(one[:, :n], C[i:i + 1, :n])
+
+
+@numba.njit
+def _panel_width(C):
+    return panel_width(C)
 
 
 @numba.njit(fastmath=jit.FASTMATH)

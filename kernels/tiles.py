@@ -59,9 +59,8 @@ def _tile_function(module, dtype, rows):
     lanes = VECTOR_BYTES // size
     vector = ir.VectorType(scalar, lanes)
     i1, i32, i64, ptr = ir.IntType(1), ir.IntType(32), ir.IntType(64), scalar.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(),
-                                                   [ptr, i64, ptr, i64, ptr, i64, i64, i1]),
-                     name)
+    signature = ir.FunctionType(ir.VoidType(), [ptr, i64, ptr, i64, ptr, i64, i64, i1])
+    fn = ir.Function(module, signature, name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     fn.attributes.add("nounwind")

@@ -78,11 +78,15 @@ def layer_objects(model):
 # ------------------------------------------------------------------- fast vs reference twin
 
 TWIN_CASES = {
-    # name: (N, question layout)
-    "N1": (1, "contiguous"),
-    "N3": (3, "contiguous"),
-    "N1_reversed": (1, "reversed"),
-    "N5_reversed": (5, "reversed"),
+    # name: (N, question layout, sizes (V, D, H))
+    "N1": (1, "contiguous", (V, D, H)),
+    "N3": (3, "contiguous", (V, D, H)),
+    "N1_reversed": (1, "reversed", (V, D, H)),
+    "N5_reversed": (5, "reversed", (V, D, H)),
+    # wide enough for the register tiles of kernels/tiles.py (whole panels of 64 float32 or
+    # 32 float64 columns, blocks of 6 rows and fewer) in every per-step product, the attention
+    # products included, with batch rows split across threads
+    "N40_H64_reversed": (40, "reversed", (V, 16, 64)),
 }
 
 
@@ -108,8 +112,8 @@ def test_model_matches_reference(name, case, dtype, weights, rng, thread_count):
     """Loss, every grad and the greedy ids of the fast model vs its twin, with 1 and 2 threads.
     Generation must be identical (seeded data, no near-ties); at float64 anything else is a
     bug, at float32 a difference would mean an exact near-tie, to be reported."""
-    N, layout = TWIN_CASES[case]
-    fast_model, ref_model = make_pair(name, dtype)
+    N, layout, sizes = TWIN_CASES[case]
+    fast_model, ref_model = make_pair(name, dtype, sizes=sizes)
     if weights == "random":
         randomize([fast_model, ref_model], rng)
     xs, ts = questions(rng, N, layout=layout), answers(rng, N)

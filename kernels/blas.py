@@ -165,6 +165,13 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
         cblas(_ROW_MAJOR, op_a, op_b, M, N, K, scalar(1.0), A.ctypes.data, _leading_dim(A),
               B.ctypes.data, _leading_dim(B), scalar(beta), C.ctypes.data, _leading_dim(C))
 
+    # Numba names machine code after the function's qualified name, its argument types and a
+    # per-process counter, and a process that loads cached kernels links every call to the
+    # first code of that name it has seen. The closures of the three transposes share their
+    # argument types, so without a name of their own a kernel compiled in one process could
+    # call another process's product with other transposes: measured, after a day of mixed
+    # runs, an AttentionSeq2seq loaded from the cache computed garbage embedding gradients.
+    call_blas.__qualname__ = f"gemm_{'T' if ta else 'N'}{'T' if tb else 'N'}"
     blas = numba.njit(**JIT_OPTIONS)(call_blas)
     if ta:
         return lambda C, A, B, trans_a, trans_b, beta: blas(C, A, B, beta)

@@ -13,6 +13,8 @@ the CPU has narrower ones): against NumPy, and row by row against the whole prod
 (so splitting rows across threads cannot change a result).
 """
 
+import re
+
 import numba
 import numpy as np
 import pytest
@@ -64,6 +66,24 @@ def test_gemm_matches_numpy(dtype, M, N, trans, strided, beta):
     _gemm(C, A, B, trans_a, trans_b, beta)
     rtol, atol = tolerances(dtype)
     np.testing.assert_allclose(C, want, rtol=rtol, atol=atol)
+
+
+@numba.njit
+def _all_transposes(C, A, B):
+    gemm(C, A, B, False, False, 0.0)
+    gemm(C, A, B, False, True, 0.0)
+    gemm(C, A, B, True, False, 0.0)
+
+
+def test_each_transpose_compiles_to_code_of_its_own_name():
+    # A process that loads cached kernels links calls by name: products with other transposes
+    # under one name (up to numba's per-process counter, "B<n>v<m>") could be mixed up.
+    x = np.ones((4, 4), np.float32)
+    _all_transposes(x, x, x)
+    llvm_ir = _all_transposes.inspect_llvm(_all_transposes.signatures[0])
+    blas_calls = re.findall(r"define [^@]*@\"?(_ZN\w*(?:gemm_[NT][NT]|call_blas)B\w*)", llvm_ir)
+    assert len(blas_calls) == 3, blas_calls
+    assert len({re.sub(r"B\d+v\d+", "", name) for name in blas_calls}) == 3, blas_calls
 
 
 def test_gemm_flags_must_be_constants():

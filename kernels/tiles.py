@@ -2,11 +2,12 @@
 
 Every step of an LSTM multiplies a small block of rows by the same weights (``h @ Wh``: 64 x 128
 by 128 x 512 per thread at the book's sizes). OpenBLAS packs all of B into a buffer on every
-such call and then runs at about half its large-matrix rate. Here B is read where it lies (a
-64-column panel of Wh is 32 KiB and stays in L1 across the row blocks), and each block of 6 rows
-x 64 columns of C lives in 24 vector registers while the loop runs over k. Measured, one thread,
-float32: 64x128 @ 128x512 at 142-160 GFLOP/s against 66-105 for OpenBLAS; 64x512 @ 512x128 at
-133-154 against 89-109.
+such call. Here B is read where it lies (a 64-column panel of Wh is 32 KiB and stays in L1
+across the row blocks), and each block of 6 rows x 64 columns of C lives in 24 vector registers
+while the loop runs over k. Measured in kernels calling ``blas.gemm`` (one thread, float32,
+alternating processes with and without the tiles, GFLOP/s): a backward step's 64x512 @ 512x128
+172-173 against 121-124 for OpenBLAS, 20x650 @ 650x325 94-112 against 66, 64x1024 @ 1024x256
+121-134 against 106; a forward step's 64x128 @ 128x512 127-130 on both.
 
 Numba's loops do not get there (LLVM keeps the accumulators in memory and, tuned for these
 CPUs, prefers 256-bit vectors), so the tile is written as LLVM IR: a loop over k whose body

@@ -176,21 +176,19 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
     if ta:
         return lambda C, A, B, trans_a, trans_b, beta: blas(C, A, B, beta)
     few_rows = _few_rows_product_nt if tb else _few_rows_product
+    many_rows = blas
     if tiles.AVAILABLE and not tb:
-        def tiled(C, A, B, trans_a, trans_b, beta):
-            if C.shape[0] <= _FEW_ROWS:
-                few_rows(C, A, B, beta)
-                return
+        def tiles_then_blas(C, A, B, beta):  # A @ B only, so one name means one product
             n = tiled_product(C, A, B, beta)
             if n < C.shape[1]:  # the columns short of a whole tile
                 blas(C[:, n:], A, B[:, n:], beta)
-        return tiled
+        many_rows = numba.njit(**JIT_OPTIONS)(tiles_then_blas)
 
     def impl(C, A, B, trans_a, trans_b, beta):
         if C.shape[0] <= _FEW_ROWS:  # also an empty C: the loops then write nothing
             few_rows(C, A, B, beta)
         else:
-            blas(C, A, B, beta)
+            many_rows(C, A, B, beta)
 
     return impl
 

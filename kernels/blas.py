@@ -71,9 +71,9 @@ def _leading_dim(X):
 
 # Up to this many rows of C, a plain loop beats sgemm, which packs all of B on every call.
 # Measured (float32, one thread): one row, K=128, N=512 (a decoder step of one question)
-# 3.5 us against 20 us; two rows 7.8 against 19.5; at four rows they are even. The loop also
-# beats a register tile of one row (whose four accumulators wait on each other's latency):
-# seven steps of one row, K=128, N=512, at 30-46 GFLOP/s against 29-31.
+# 3.5 us against 20 us; two rows 7.8 against 19.5; at four rows they are even. With AVX-512
+# the register tiles (tiles.FEW_ROWS_VECTORS) do whole panels of such rows, and the loop the
+# columns left over and the products with B transposed.
 _FEW_ROWS = 2
 
 
@@ -171,26 +171,30 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
     # argument types, so without a name of their own a kernel compiled in one process could
     # call another process's product with other transposes: measured, after a day of mixed
     # runs, an AttentionSeq2seq loaded from the cache computed garbage embedding gradients.
-    call_blas.__qualname__ = f"gemm_{'T' if ta else 'N'}{'T' if tb else 'N'}"
+    name = f"gemm_{'T' if ta else 'N'}{'T' if tb else 'N'}"
+    call_blas.__qualname__ = name
     blas = numba.njit(**JIT_OPTIONS)(call_blas)
     if ta:
         return lambda C, A, B, trans_a, trans_b, beta: blas(C, A, B, beta)
     few_rows = _few_rows_product_nt if tb else _few_rows_product
-    many_rows = blas
-    if tiles.AVAILABLE and not tb:
-        def tiles_then_blas(C, A, B, beta):  # A @ B only, so one name means one product
-            n = tiled_product(C, A, B, beta)
-            if n < C.shape[1]:  # the columns short of a whole tile
-                blas(C[:, n:], A, B[:, n:], beta)
-        many_rows = numba.njit(**JIT_OPTIONS)(tiles_then_blas)
 
-    def impl(C, A, B, trans_a, trans_b, beta):
+    def by_rows(C, A, B, beta):
         if C.shape[0] <= _FEW_ROWS:  # also an empty C: the loops then write nothing
             few_rows(C, A, B, beta)
         else:
-            many_rows(C, A, B, beta)
+            blas(C, A, B, beta)
 
-    return impl
+    by_rows.__qualname__ = name + "_by_rows"
+    by_rows = numba.njit(**JIT_OPTIONS)(by_rows)
+    if not tiles.AVAILABLE or tb:
+        return lambda C, A, B, trans_a, trans_b, beta: by_rows(C, A, B, beta)
+
+    def tiled(C, A, B, trans_a, trans_b, beta):
+        n = tiled_product(C, A, B, beta)
+        if n < C.shape[1]:  # the columns short of a whole tile
+            by_rows(C[:, n:], A, B[:, n:], beta)
+
+    return tiled
 
 
 @kernel

@@ -11,12 +11,14 @@ alternating processes with and without the tiles, GFLOP/s): a backward step's 64
 
 Numba's loops do not get there (LLVM keeps the accumulators in memory and, tuned for these
 CPUs, prefers 256-bit vectors), so the tile is written as LLVM IR: a loop over k whose body
-broadcasts one element of each of the rows of A, loads four vectors of one row of B and does
-4 x rows fused multiply-adds. The function carries ``"min-legal-vector-width"="512"``, without
-which LLVM splits every 512-bit operation in two (measured: 90 against 150 GFLOP/s).
+broadcasts one element of each of the rows of A, loads four vectors of one row of B (eight
+for a C of one or two rows) and does one fused multiply-add per row and vector. The function
+carries ``"min-legal-vector-width"="512"``, without which LLVM splits every 512-bit operation
+in two (measured: 90 against 150 GFLOP/s).
 
-Each element of C is the fused multiply-add chain over k in order, whatever the tiling, so the
-result does not depend on how rows are split across threads.
+Each element of C is the fused multiply-add chain over k in order, whatever the tiling (and as
+in blas's loop for few rows), so the result does not depend on how rows are split across
+threads or on how many rows are multiplied at once.
 """
 
 import llvmlite.binding as llvm
@@ -31,6 +33,12 @@ from .jit import helper
 VECTOR_BYTES = 64  # one AVX-512 register
 PANEL_VECTORS = 4  # vectors per row of a tile: 64 float32 or 32 float64 columns
 MAX_ROWS = 6  # rows of a tile: 6 x 4 accumulators and 4 vectors of B fill 28 of 32 registers
+# One or two rows of C (a decoder step of one question) are tiled 8 vectors wide instead, so
+# that 8 or 16 independent chains of multiply-adds hide their latency. Measured (one thread,
+# float32, K=128, N=512, us per product): one row 2.2, against 2.0 for 16 vectors, 2.1 for 4
+# and 2.8 for blas's loop over rows of B; two rows 2.2, against 2.4 for 4 vectors and 5.6 for
+# the loop. One row reads all of B at about 100 GB/s, which is what bounds it.
+FEW_ROWS_VECTORS = 8
 
 
 def _target_has_avx512():
@@ -49,11 +57,11 @@ def _float_type(dtype):
     return ir.FloatType() if dtype == types.float32 else ir.DoubleType()
 
 
-def _tile_function(module, dtype, rows):
+def _tile_function(module, dtype, rows, vectors):
     """The IR function tile(A, lda, B, ldb, C, ldc, K, accumulate): C[:rows, :width] =
-    A[:rows, :K] @ B[:K, :width] (+ C[:rows, :width] if accumulate), width = PANEL_VECTORS
+    A[:rows, :K] @ B[:K, :width] (+ C[:rows, :width] if accumulate), width = ``vectors``
     vectors, leading dimensions in elements. Defined once per module."""
-    name = f"fastseq_tile_{dtype}_{rows}"
+    name = f"fastseq_tile_{dtype}_{rows}x{vectors}"
     if name in module.globals:
         return module.globals[name]
     scalar, size = _float_type(dtype), dtype.bitwidth // 8
@@ -80,7 +88,7 @@ def _tile_function(module, dtype, rows):
         offset = builder.add(builder.mul(ir.Constant(i64, i), ldc), ir.Constant(i64, j * lanes))
         return vector_at(builder, C, offset)
 
-    cells = [(i, j) for i in range(rows) for j in range(PANEL_VECTORS)]
+    cells = [(i, j) for i in range(rows) for j in range(vectors)]
     b = ir.IRBuilder(entry)
     zero = ir.Constant(vector, [0.0] * lanes)  # C may be uninitialised: selected away
     start = [b.select(accumulate, b.load(c_at(b, i, j), align=size), zero)
@@ -92,15 +100,15 @@ def _tile_function(module, dtype, rows):
     acc = [b.phi(vector) for _ in cells]
     b_row = b.mul(k, ldb)
     b_vectors = [b.load(vector_at(b, B, b.add(b_row, ir.Constant(i64, j * lanes))),
-                        align=size) for j in range(PANEL_VECTORS)]
+                        align=size) for j in range(vectors)]
     undef = ir.Constant(vector, ir.Undefined)
     broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
     summed = []
     for i in range(rows):
         a = b.load(b.gep(A, [b.add(b.mul(ir.Constant(i64, i), lda), k)]))
         a = b.shuffle_vector(b.insert_element(undef, a, ir.Constant(i32, 0)), undef, broadcast)
-        summed += [b.call(fma, [a, b_vectors[j], acc[i * PANEL_VECTORS + j]])
-                   for j in range(PANEL_VECTORS)]
+        summed += [b.call(fma, [a, b_vectors[j], acc[i * vectors + j]])
+                   for j in range(vectors)]
     k_next = b.add(k, ir.Constant(i64, 1))
     k.add_incoming(ir.Constant(i64, 0), entry)
     k.add_incoming(k_next, loop)
@@ -121,15 +129,16 @@ def _tile_function(module, dtype, rows):
 
 
 @intrinsic(prefer_literal=True)
-def _tile(typingctx, dtype, rows, a, lda, b, ldb, c, ldc, depth, accumulate):
-    """One tile of ``rows`` rows (a constant) from addresses of float arrays of ``dtype``."""
-    if not isinstance(rows, types.IntegerLiteral):
-        raise TypingError("_tile's rows must be a constant")
+def _tile(typingctx, dtype, rows, vectors, a, lda, b, ldb, c, ldc, depth, accumulate):
+    """One tile of ``rows`` x ``vectors`` (constants) from addresses of float arrays of
+    ``dtype``."""
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(vectors, types.IntegerLiteral)):
+        raise TypingError("_tile's rows and vectors must be constants")
     element = dtype.dtype
 
     def codegen(context, builder, signature, args):
-        _, _, a, lda, b, ldb, c, ldc, depth, accumulate = args
-        fn = _tile_function(builder.module, element, rows.literal_value)
+        a, lda, b, ldb, c, ldc, depth, accumulate = args[3:]
+        fn = _tile_function(builder.module, element, rows.literal_value, vectors.literal_value)
         ptr = _float_type(element).as_pointer()
         flag = builder.icmp_unsigned("!=", accumulate, ir.Constant(accumulate.type, 0))
         builder.call(fn, [builder.inttoptr(a, ptr), lda, builder.inttoptr(b, ptr), ldb,
@@ -137,8 +146,8 @@ def _tile(typingctx, dtype, rows, a, lda, b, ldb, c, ldc, depth, accumulate):
         return context.get_dummy_value()
 
     address = types.intp
-    return types.void(dtype, rows, address, types.intp, address, types.intp, address, types.intp,
-                      types.intp, types.boolean), codegen
+    return types.void(dtype, rows, vectors, address, types.intp, address, types.intp, address,
+                      types.intp, types.intp, types.boolean), codegen
 
 
 @helper
@@ -150,26 +159,27 @@ def _row_blocks(C, A, B, j0, accumulate):
     a, b, c = A.ctypes.data, B.ctypes.data + j0 * size, C.ctypes.data + j0 * size
     i = 0
     while i + MAX_ROWS <= M:
-        _tile(C.dtype, MAX_ROWS, a + i * A.strides[0], lda, b, ldb,
+        _tile(C.dtype, MAX_ROWS, PANEL_VECTORS, a + i * A.strides[0], lda, b, ldb,
               c + i * C.strides[0], ldc, K, accumulate)
         i += MAX_ROWS
     a, c, left = a + i * A.strides[0], c + i * C.strides[0], M - i
     if left == 5:
-        _tile(C.dtype, 5, a, lda, b, ldb, c, ldc, K, accumulate)
+        _tile(C.dtype, 5, PANEL_VECTORS, a, lda, b, ldb, c, ldc, K, accumulate)
     elif left == 4:
-        _tile(C.dtype, 4, a, lda, b, ldb, c, ldc, K, accumulate)
+        _tile(C.dtype, 4, PANEL_VECTORS, a, lda, b, ldb, c, ldc, K, accumulate)
     elif left == 3:
-        _tile(C.dtype, 3, a, lda, b, ldb, c, ldc, K, accumulate)
+        _tile(C.dtype, 3, PANEL_VECTORS, a, lda, b, ldb, c, ldc, K, accumulate)
     elif left == 2:
-        _tile(C.dtype, 2, a, lda, b, ldb, c, ldc, K, accumulate)
+        _tile(C.dtype, 2, PANEL_VECTORS, a, lda, b, ldb, c, ldc, K, accumulate)
     elif left == 1:
-        _tile(C.dtype, 1, a, lda, b, ldb, c, ldc, K, accumulate)
+        _tile(C.dtype, 1, PANEL_VECTORS, a, lda, b, ldb, c, ldc, K, accumulate)
 
 
 @helper
 def panel_width(C):
-    """Columns of C per tile."""
-    return PANEL_VECTORS * (VECTOR_BYTES // C.itemsize)
+    """Columns of C per tile: wider for one or two rows (``FEW_ROWS_VECTORS``)."""
+    vectors = FEW_ROWS_VECTORS if C.shape[0] <= 2 else PANEL_VECTORS
+    return vectors * (VECTOR_BYTES // C.itemsize)
 
 
 @helper
@@ -177,13 +187,26 @@ def tiled_product(C, A, B, beta):
     """C[:, :n] = A @ B[:, :n] + beta * C[:, :n] for the largest n that is a multiple of
     ``panel_width(C)``, n returned (the caller does the rest). C (M,N), A (M,K), B (K,N):
     rows possibly strided, elements within a row contiguous. Only where AVAILABLE."""
-    N = C.shape[1]
+    M, N = C.shape
     width = panel_width(C)
     n = N - N % width
     if beta != 0.0 and beta != 1.0:
-        for i in range(C.shape[0]):
+        for i in range(M):
             for j in range(n):
                 C[i, j] *= beta
-    for j0 in range(0, n, width):
-        _row_blocks(C, A, B, j0, beta != 0.0)
+    accumulate = beta != 0.0
+    if M <= 2:
+        size = C.itemsize
+        lda, ldb, ldc = A.strides[0] // size, B.strides[0] // size, C.strides[0] // size
+        for j0 in range(0, n, width):
+            b, c = B.ctypes.data + j0 * size, C.ctypes.data + j0 * size
+            if M == 2:
+                _tile(C.dtype, 2, FEW_ROWS_VECTORS, A.ctypes.data, lda, b, ldb, c, ldc,
+                      A.shape[1], accumulate)
+            elif M == 1:
+                _tile(C.dtype, 1, FEW_ROWS_VECTORS, A.ctypes.data, lda, b, ldb, c, ldc,
+                      A.shape[1], accumulate)
+    else:
+        for j0 in range(0, n, width):
+            _row_blocks(C, A, B, j0, accumulate)
     return n

@@ -2,11 +2,11 @@
 product ``dot``.
 
 gemm is callable only from compiled code, so the test compiles a wrapper. Cases: the register
-tiles (``tiles.tiled_product``, on CPUs with AVX-512) for whole panels of columns and OpenBLAS
-for the rest, or the compiled loops for one or two rows of C (plain and with B transposed) and
-OpenBLAS for more; every transpose combination the kernels use (flags given as constants, as
-gemm requires); operands that are strided row blocks of bigger arrays (``gates[:, t,
-lo:hi]``-style views); beta 0 (C's old contents, even NaN, ignored), 1 and 0.5.
+tiles (``tiles.tiled_product``, on CPUs with AVX-512) for whole panels of columns, and for the
+rest (or everything, without the tiles) the compiled loops for one or two rows of C (plain and
+with B transposed) and OpenBLAS for more; every transpose combination the kernels use (flags
+given as constants, as gemm requires); operands that are strided row blocks of bigger arrays
+(``gates[:, t, lo:hi]``-style views); beta 0 (C's old contents, even NaN, ignored), 1 and 0.5.
 
 The tiles are also tested on their own, on any CPU (LLVM splits their 512-bit vectors where
 the CPU has narrower ones): against NumPy, and row by row against the whole product, bit for bit
@@ -22,7 +22,7 @@ import pytest
 from conftest import DTYPES, tolerances
 from fastseq.kernels import jit
 from fastseq.kernels.blas import DOT_LANES, dot, gemm
-from fastseq.kernels.tiles import panel_width, tiled_product
+from fastseq.kernels.tiles import FEW_ROWS_VECTORS, PANEL_VECTORS, panel_width, tiled_product
 
 
 @numba.njit(fastmath=jit.FASTMATH)
@@ -47,7 +47,9 @@ def _view(rng, rows, cols, dtype, strided):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M", [1, 2, 3, 9, 13])
-@pytest.mark.parametrize("N", [13, 77])  # 77: one or two panels of tiles, then OpenBLAS
+# 77: one or two panels of tiles, then OpenBLAS; 141: for one or two rows, one or two of their
+# wider panels, then the loop
+@pytest.mark.parametrize("N", [13, 77, 141])
 @pytest.mark.parametrize("trans", [(False, False), (False, True), (True, False)],
                          ids=["NN", "NT", "TN"])
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
@@ -109,13 +111,14 @@ def _tiled_product(C, A, B, beta):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("M", [1, 5, 6, 7, 13])
+@pytest.mark.parametrize("M", [1, 2, 5, 6, 7, 13])
 @pytest.mark.parametrize("K", [0, 1, 37])
 @pytest.mark.parametrize("panels", [0, 1, 3])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
 def test_tiled_product_matches_numpy_row_by_row_too(dtype, M, K, panels, beta):
     rng = np.random.default_rng(M * 100 + K)
-    width = 64 // np.dtype(dtype).itemsize * 4
+    vectors = FEW_ROWS_VECTORS if M <= 2 else PANEL_VECTORS
+    width = 64 // np.dtype(dtype).itemsize * vectors
     N = panels * width + 5  # 5 columns short of a panel: left to the caller
     A = _view(rng, M, K, dtype, strided=True)
     B = _view(rng, K, N, dtype, strided=True)
@@ -131,10 +134,10 @@ def test_tiled_product_matches_numpy_row_by_row_too(dtype, M, K, panels, beta):
     np.testing.assert_allclose(C[:, :n], A @ B[:, :n] + beta * before[:, :n], rtol=rtol,
                                atol=atol)
     np.testing.assert_array_equal(C[:, n:], tail)
-    for i in range(M):
+    for i in range(M):  # one row is tiled wider: compare the columns both tiled
         one = before[i:i + 1].copy()
-        _tiled_product(one, A[i:i + 1], B, beta)
-        np.testing.assert_array_equal(one[:, :n], C[i:i + 1, :n])
+        both = min(n, _tiled_product(one, A[i:i + 1], B, beta))
+        np.testing.assert_array_equal(one[:, :both], C[i:i + 1, :both])
 
 
 @numba.njit

@@ -39,6 +39,17 @@ MAX_ROWS = 6  # rows of a tile: 6 x 4 accumulators and 4 vectors of B fill 28 of
 # and 2.8 for blas's loop over rows of B; two rows 2.2, against 2.4 for 4 vectors and 5.6 for
 # the loop. One row reads all of B at about 100 GB/s, which is what bounds it.
 FEW_ROWS_VECTORS = 8
+# The tiles read B where it lies, one panel (K rows of a tile's width) at a time, which every
+# block of rows reads again, as every panel reads all of A again; OpenBLAS packs both instead.
+# That pays only while a panel and A stay in the L2 cache. Measured (one thread, float32,
+# GFLOP/s, tiles against OpenBLAS): 350x650 @ 650x2600 (a PTB input projection, A 0.9 MB) 88
+# against 113, 256x1024 @ 1024x256 108 against 114, but 128x1024 @ 1024x256 131 against 108.
+# Rows of a panel that lie a multiple of 4 KiB apart share a few cache sets, so such a panel
+# leaves the cache sooner: 64x512 @ 512x1024 41 against 68, with 1000 columns 75 against 75.
+# Up to four blocks of rows (PTB's 20 rows per step) the tiles win even from further out:
+# 20x2600 @ 2600x325 62-73 against 53.
+CACHED_BYTES = 768 << 10  # A and a panel of B, beyond four blocks of rows
+ALIASED_PANEL_BYTES = 64 << 10  # a panel of rows 4 KiB apart, beyond one block of rows
 
 
 def _target_has_avx512():
@@ -183,13 +194,26 @@ def panel_width(C):
 
 
 @helper
+def _pays(A, B, width):
+    """Whether tiles of ``width`` columns beat OpenBLAS at A @ B (see CACHED_BYTES)."""
+    M, K = A.shape
+    if M <= MAX_ROWS:  # one block of rows: each panel is read once
+        return True
+    panel = K * width * B.itemsize
+    if panel > ALIASED_PANEL_BYTES and B.strides[0] % 4096 == 0:
+        return False
+    return M <= 4 * MAX_ROWS or M * K * A.itemsize + panel <= CACHED_BYTES
+
+
+@helper
 def tiled_product(C, A, B, beta):
     """C[:, :n] = A @ B[:, :n] + beta * C[:, :n] for the largest n that is a multiple of
-    ``panel_width(C)``, n returned (the caller does the rest). C (M,N), A (M,K), B (K,N):
-    rows possibly strided, elements within a row contiguous. Only where AVAILABLE."""
+    ``panel_width(C)``, or n = 0 where OpenBLAS is faster; n returned (the caller does the
+    rest). C (M,N), A (M,K), B (K,N): rows possibly strided, elements within a row
+    contiguous. Only where AVAILABLE."""
     M, N = C.shape
     width = panel_width(C)
-    n = N - N % width
+    n = N - N % width if _pays(A, B, width) else 0
     if beta != 0.0 and beta != 1.0:
         for i in range(M):
             for j in range(n):

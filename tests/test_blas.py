@@ -140,6 +140,24 @@ def test_tiled_product_matches_numpy_row_by_row_too(dtype, M, K, panels, beta):
         np.testing.assert_array_equal(one[:, :both], C[i:i + 1, :both])
 
 
+@pytest.mark.parametrize("M, K, ldb, tiled", [
+    (30, 300, 1000, True),
+    (30, 300, 1024, False),  # a panel of 77 KB whose rows lie 4 KiB apart
+    (200, 1024, 136, False),  # A (800 KB) and a panel (256 KB) too big to stay cached
+    (6, 1024, 1024, True),  # one block of rows reads each panel once
+])
+def test_tiles_leave_to_openblas_the_products_it_does_faster(M, K, ldb, tiled):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = rng.standard_normal((K, ldb)).astype(np.float32)[:, :128]
+    C = np.full((M, 128), np.nan, np.float32)
+    assert _tiled_product(C, A, B, 0.0) == (128 if tiled else 0)
+    assert np.isnan(C).all() != tiled
+    _gemm(C, A, B, False, False, 0.0)
+    rtol, atol = tolerances(np.float32)
+    np.testing.assert_allclose(C, A @ B, rtol=rtol, atol=atol * np.sqrt(K))
+
+
 @numba.njit
 def _panel_width(C):
     return panel_width(C)

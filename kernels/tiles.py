@@ -38,7 +38,7 @@ MAX_ROWS = 6  # rows of a tile: 6 x 4 accumulators and 4 vectors of B fill 28 of
 # float32, K=128, N=512, us per product): one row 2.2, against 2.0 for 16 vectors, 2.1 for 4
 # and 2.8 for blas's loop over rows of B; two rows 2.2, against 2.4 for 4 vectors and 5.6 for
 # the loop. One row reads all of B at about 100 GB/s, which is what bounds it.
-FEW_ROWS_VECTORS = 8
+FEW_ROWS, FEW_ROWS_VECTORS = 2, 8
 # The tiles read B where it lies, one panel (K rows of a tile's width) at a time, which every
 # block of rows reads again, as every panel reads all of A again; OpenBLAS packs both instead.
 # That pays only while a panel and A stay in the L2 cache. Measured (one thread, float32,
@@ -163,11 +163,18 @@ def _tile(typingctx, dtype, rows, vectors, a, lda, b, ldb, c, ldc, depth, accumu
 
 @helper
 def _row_blocks(C, A, B, j0, accumulate):
-    """Columns [j0, j0 + width) of C (+)= A @ B, in blocks of MAX_ROWS rows and one of fewer."""
+    """Columns [j0, j0 + panel_width(C)) of C (+)= A @ B: a C of FEW_ROWS rows or fewer in one
+    wide tile, else in blocks of MAX_ROWS rows and one of fewer."""
     M, K = A.shape
     size = C.itemsize
     lda, ldb, ldc = A.strides[0] // size, B.strides[0] // size, C.strides[0] // size
     a, b, c = A.ctypes.data, B.ctypes.data + j0 * size, C.ctypes.data + j0 * size
+    if M == 2:
+        _tile(C.dtype, 2, FEW_ROWS_VECTORS, a, lda, b, ldb, c, ldc, K, accumulate)
+        return
+    if M == 1:
+        _tile(C.dtype, 1, FEW_ROWS_VECTORS, a, lda, b, ldb, c, ldc, K, accumulate)
+        return
     i = 0
     while i + MAX_ROWS <= M:
         _tile(C.dtype, MAX_ROWS, PANEL_VECTORS, a + i * A.strides[0], lda, b, ldb,
@@ -189,7 +196,7 @@ def _row_blocks(C, A, B, j0, accumulate):
 @helper
 def panel_width(C):
     """Columns of C per tile: wider for one or two rows (``FEW_ROWS_VECTORS``)."""
-    vectors = FEW_ROWS_VECTORS if C.shape[0] <= 2 else PANEL_VECTORS
+    vectors = FEW_ROWS_VECTORS if C.shape[0] <= FEW_ROWS else PANEL_VECTORS
     return vectors * (VECTOR_BYTES // C.itemsize)
 
 
@@ -218,19 +225,6 @@ def tiled_product(C, A, B, beta):
         for i in range(M):
             for j in range(n):
                 C[i, j] *= beta
-    accumulate = beta != 0.0
-    if M <= 2:
-        size = C.itemsize
-        lda, ldb, ldc = A.strides[0] // size, B.strides[0] // size, C.strides[0] // size
-        for j0 in range(0, n, width):
-            b, c = B.ctypes.data + j0 * size, C.ctypes.data + j0 * size
-            if M == 2:
-                _tile(C.dtype, 2, FEW_ROWS_VECTORS, A.ctypes.data, lda, b, ldb, c, ldc,
-                      A.shape[1], accumulate)
-            elif M == 1:
-                _tile(C.dtype, 1, FEW_ROWS_VECTORS, A.ctypes.data, lda, b, ldb, c, ldc,
-                      A.shape[1], accumulate)
-    else:
-        for j0 in range(0, n, width):
-            _row_blocks(C, A, B, j0, accumulate)
+    for j0 in range(0, n, width):
+        _row_blocks(C, A, B, j0, beta != 0.0)
     return n

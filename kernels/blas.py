@@ -22,7 +22,7 @@ from numba.extending import overload
 from . import tiles
 from .activations import fma
 from .jit import JIT_OPTIONS, helper, kernel
-from .tiles import tiled_product
+from .tiles import packed_panels, tiled_product
 from .views import row
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -195,6 +195,16 @@ def _gemm(C, A, B, trans_a, trans_b, beta):
             by_rows(C[:, n:], A, B[:, n:], beta)
 
     return tiled
+
+
+@helper
+def packed_product(C, A, P, beta):
+    """C = A @ B + beta * C (kernels only) for B (K,N) laid out in P by ``tiles.pack``: the
+    whole panels on the register tiles, the columns left over by ``gemm``."""
+    K, N = A.shape[1], C.shape[1]
+    n = packed_panels(C, A, P, beta)
+    if n < N:
+        gemm(C[:, n:], A, P[K * n:K * N].reshape((K, N - n)), False, False, beta)
 
 
 @kernel

@@ -12,7 +12,11 @@ runs xs @ Wx for all steps as one GEMM, then per step only A_t += h_{t-1} @ Wh a
 pass over the gates; backward runs per step only dh_{t-1} = dA_t @ Wh.T and one fused pass,
 then dxs, dWx, dWh as one GEMM each (``lstm_weight_grads``). Arrays are batch-major like the
 book's and C-contiguous; a step's rows (``hs[:, t]``) reach BLAS as a strided matrix, never as
-a copy.
+a copy. The weights every step multiplies, Wh forward and Wh.T backward, are packed once per
+call (``tiles.pack``) into the caller's scratch ``packed``, and each thread packs its share.
+Measured in one process, alternating with the kernels that read Wh where it lies (2 threads,
+ms, median of 15, same results bit for bit): N=20, T=35, D=H=650 forward 32.1 against 35.6,
+backward 54.3 against 64.7; at the book's sizes (N=128, H=128 and 256) within the noise.
 
 Threads: the time loops run on ``n_chunks`` threads in one of two ways. Batch rows are
 independent through time, so a batch of many rows is split by rows, with no synchronisation
@@ -38,8 +42,9 @@ from numba import prange, types
 from numba.extending import overload
 
 from .activations import fma, sigmoid, tanh
-from .blas import column_sums, gemm
+from .blas import column_sums, gemm, packed_product
 from .jit import JIT_OPTIONS, chunk, helper, kernel
+from .tiles import pack
 from .views import assign, span
 
 # Below this many batch rows per thread, the time loops split hidden units across threads.
@@ -140,17 +145,33 @@ def _input_projection(A, inputs, W):
 
 
 @helper
-def _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, Wh, bias, h0_is_zero, lo, hi):
+def _unit_share(packed, K, lo, hi, k):
+    """The part of ``packed`` that holds the packed columns of hidden units [lo, hi) of gate k
+    (of weights with K rows and 4H columns): a thread's share when threads split units."""
+    n = hi - lo
+    return packed[K * (4 * lo + k * n):K * (4 * lo + (k + 1) * n)]
+
+
+@helper
+def _pack_unit_share(packed, Wh, lo, hi):
+    """Pack the columns of hidden units [lo, hi) of each gate of Wh (H,4H) for _step_forward."""
+    H = Wh.shape[0]
+    for k in range(4):
+        pack(_unit_share(packed, H, lo, hi, k), Wh[:, k * H + lo:k * H + hi], 0, 1)
+
+
+@helper
+def _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, packed, bias, h0_is_zero, lo, hi):
     """Step t for all rows of the block, hidden units [lo, hi); gates[:, t] holds the input
-    projection."""
+    projection; packed: Wh packed whole (all units) or by _pack_unit_share."""
     N, T, H = hs.shape
     if t > 0 or not h0_is_zero:
         if hi - lo == H:
-            gemm(gates[:, t], h_prevs[:, t], Wh, False, False, 1.0)
+            packed_product(gates[:, t], h_prevs[:, t], packed, 1.0)
         else:  # the four gates' columns of units [lo, hi)
             for k in range(4):
-                gemm(gates[:, t, k * H + lo:k * H + hi], h_prevs[:, t],
-                     Wh[:, k * H + lo:k * H + hi], False, False, 1.0)
+                packed_product(gates[:, t, k * H + lo:k * H + hi], h_prevs[:, t],
+                               _unit_share(packed, H, lo, hi, k), 1.0)
     for n in range(N):
         lstm_cell_forward(gates[n, t], bias[n if bias.shape[0] > 1 else 0], cs[n, t],
                           cs[n, t + 1], tanh_cs[n, t], hs[n, t], lo, hi)
@@ -170,15 +191,18 @@ def _forward_start(saved, inputs, h0, c0):
 
 
 @kernel(parallel=True)
-def lstm_forward(hs, saved, inputs, W, Wh, bias, h0, c0, h0_is_zero, n_chunks):
+def lstm_forward(hs, saved, inputs, W, Wh, packed, bias, h0, c0, h0_is_zero, n_chunks):
     """hs (N,T,H) out; saved see module doc; inputs xs (N,T,D) with W = Wx (D,4H), or token ids
     (N,T) int64 with W = W_embed @ Wx (V,4H) (an embedding folded into the projection);
-    Wh (H,4H); bias (1,4H) the layer's b, or (N,4H) one bias per row (b plus an input that is
-    constant over time); h0, c0 (N,H) initial state; h0_is_zero skips the first step's h0 @ Wh.
-    Batch rows split across the n_chunks threads (``split_by_units`` False)."""
+    Wh (H,4H); packed (4H*H,) scratch (Wh packed for the steps' products); bias (1,4H) the
+    layer's b, or (N,4H) one bias per row (b plus an input that is constant over time); h0, c0
+    (N,H) initial state; h0_is_zero skips the first step's h0 @ Wh. Batch rows split across
+    the n_chunks threads (``split_by_units`` False)."""
     gates, cs, tanh_cs, h_prevs = saved
     N, T, H = hs.shape
     A_all, inputs_all = _forward_start(saved, inputs, h0, c0)
+    for k in prange(n_chunks):
+        pack(packed, Wh, k, n_chunks)
     for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, N)
         if lo < hi:
@@ -186,11 +210,12 @@ def lstm_forward(hs, saved, inputs, W, Wh, bias, h0, c0, h0_is_zero, n_chunks):
             rows_bias = bias[lo:hi] if bias.shape[0] > 1 else bias
             for t in range(T):
                 _step_forward(t, hs[lo:hi], gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi],
-                              h_prevs[lo:hi], Wh, rows_bias, h0_is_zero, 0, H)
+                              h_prevs[lo:hi], packed, rows_bias, h0_is_zero, 0, H)
 
 
 @kernel(parallel=True)
-def lstm_forward_by_units(hs, saved, inputs, W, Wh, bias, h0, c0, h0_is_zero, n_chunks):
+def lstm_forward_by_units(hs, saved, inputs, W, Wh, packed, bias, h0, c0, h0_is_zero,
+                          n_chunks):
     """lstm_forward for few rows (``split_by_units`` True): hidden units split across the
     n_chunks threads, which meet once per step. A kernel of its own, so that a training run
     compiles only the split it uses (measured, PeekySeq2seq's first forward and backward at
@@ -201,77 +226,72 @@ def lstm_forward_by_units(hs, saved, inputs, W, Wh, bias, h0, c0, h0_is_zero, n_
     for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, N * T)
         input_projection(A_all[lo:hi], inputs_all[lo:hi], W)
+        lo, hi = chunk(k, n_chunks, H)
+        _pack_unit_share(packed, Wh, lo, hi)
     for t in range(T):
         for k in prange(n_chunks):
             lo, hi = chunk(k, n_chunks, H)
             if lo < hi:
-                _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, Wh, bias, h0_is_zero, lo, hi)
+                _step_forward(t, hs, gates, cs, tanh_cs, h_prevs, packed, bias, h0_is_zero,
+                              lo, hi)
 
 
 @helper
-def _step_backward(t, dA, dh_next, dc, dhs, WhT, gates, cs, tanh_cs, lo, hi):
+def _step_backward(t, dA, dh_next, dc, dhs, P, gates, cs, tanh_cs, lo, hi):
     """Backward step t for all rows of the block, hidden units [lo, hi): first dh_t, the
-    gradient arriving from step t+1 (dA_{t+1} @ Wh.T; zero at the last step), then dA_t."""
+    gradient arriving from step t+1 (dA_{t+1} @ Wh.T, with P the columns [lo, hi) of Wh.T
+    packed; zero at the last step), then dA_t."""
     N, T, H = dhs.shape
     if t == T - 1:
         dh_next[:, lo:hi] = 0.0
         dc[:, lo:hi] = 0.0
     else:
-        gemm(dh_next[:, lo:hi], dA[:, t + 1], WhT[:, lo:hi], False, False, 0.0)
+        packed_product(dh_next[:, lo:hi], dA[:, t + 1], P, 0.0)
     for n in range(N):
         lstm_cell_backward(dA[n, t], gates[n, t], cs[n, t], tanh_cs[n, t], dhs[n, t],
                            dh_next[n], dc[n], lo, hi)
 
 
-@helper
-def _transpose(WhT, Wh):
-    """WhT (4H,H) = Wh.T, in blocks that stay in cache. The per-step products then read Wh.T
-    row by row, which the register tiles of blas.gemm need (measured, one thread: 64 x 512 @
-    512 x 128 at 133-154 GFLOP/s against 89-109 for OpenBLAS's product with Wh transposed)."""
-    H, G = Wh.shape
-    for i0 in range(0, H, 32):
-        for j0 in range(0, G, 32):
-            for j in range(j0, min(j0 + 32, G)):
-                dst = WhT[j]
-                for i in range(i0, min(i0 + 32, H)):
-                    dst[i] = Wh[i, j]
-
-
 @kernel(parallel=True)
-def lstm_backward(dA, dh0, dc, dhs, Wh, WhT, saved, n_chunks):
+def lstm_backward(dA, dh0, dc, dhs, Wh, packed, saved, n_chunks):
     """The backward time loop: dA (N,T,4H) written with the gradient w.r.t. every step's gate
-    inputs, dh0 (N,H) with that w.r.t. h0; dc (N,H) and WhT (4H,H) scratch; dhs (N,T,H)
+    inputs, dh0 (N,H) with that w.r.t. h0; dc (N,H) and packed (4H*H,) scratch; dhs (N,T,H)
     upstream gradient; Wh (H,4H) and saved as given to / written by lstm_forward. Batch rows
     split across the n_chunks threads."""
     gates, cs, tanh_cs, _ = saved  # h_prevs serves the weight gradients only
     N, T, H = dhs.shape
-    _transpose(WhT, Wh)
     # A_t = ... + h_{t-1} @ Wh  =>  dh_{t-1} = dA_t @ Wh.T; dh0 = dA_0 @ Wh.T is the last one
+    for k in prange(n_chunks):
+        pack(packed, Wh.T, k, n_chunks)
     for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, N)
         if lo < hi:
             for t in range(T - 1, -1, -1):
-                _step_backward(t, dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], WhT,
+                _step_backward(t, dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], packed,
                                gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], 0, H)
-            gemm(dh0[lo:hi], dA[lo:hi, 0], WhT, False, False, 0.0)
+            packed_product(dh0[lo:hi], dA[lo:hi, 0], packed, 0.0)
 
 
 @kernel(parallel=True)
-def lstm_backward_by_units(dA, dh0, dc, dhs, Wh, WhT, saved, n_chunks):
+def lstm_backward_by_units(dA, dh0, dc, dhs, Wh, packed, saved, n_chunks):
     """lstm_backward for few rows, after lstm_forward_by_units: hidden units split across the
-    n_chunks threads."""
+    n_chunks threads, each with its columns of Wh.T packed."""
     gates, cs, tanh_cs, _ = saved
     N, T, H = dhs.shape
-    _transpose(WhT, Wh)
+    G = 4 * H
+    for k in prange(n_chunks):
+        lo, hi = chunk(k, n_chunks, H)
+        pack(packed[G * lo:G * hi], Wh[lo:hi].T, 0, 1)
     for t in range(T - 1, -1, -1):
         for k in prange(n_chunks):
             lo, hi = chunk(k, n_chunks, H)
             if lo < hi:
-                _step_backward(t, dA, dh0, dc, dhs, WhT, gates, cs, tanh_cs, lo, hi)
+                _step_backward(t, dA, dh0, dc, dhs, packed[G * lo:G * hi], gates, cs, tanh_cs,
+                               lo, hi)
     for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, H)
         if lo < hi:
-            gemm(dh0[:, lo:hi], dA[:, 0], WhT[:, lo:hi], False, False, 0.0)
+            packed_product(dh0[:, lo:hi], dA[:, 0], packed[G * lo:G * hi], 0.0)
 
 
 def time_loops(N, n_chunks):

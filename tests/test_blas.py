@@ -10,7 +10,9 @@ given as constants, as gemm requires); operands that are strided row blocks of b
 
 The tiles are also tested on their own, on any CPU (LLVM splits their 512-bit vectors where
 the CPU has narrower ones): against NumPy, and row by row against the whole product, bit for bit
-(so splitting rows across threads cannot change a result).
+(so splitting rows across threads cannot change a result). So is the product with weights
+packed once for a time loop (``tiles.pack``, ``blas.packed_product``): against NumPy and, bit
+for bit, against gemm on the weights where they lie, whether packed in one part or several.
 """
 
 import re
@@ -21,8 +23,9 @@ import pytest
 
 from conftest import DTYPES, tolerances
 from fastseq.kernels import jit
-from fastseq.kernels.blas import DOT_LANES, dot, gemm
-from fastseq.kernels.tiles import FEW_ROWS_VECTORS, PANEL_VECTORS, panel_width, tiled_product
+from fastseq.kernels.blas import DOT_LANES, dot, gemm, packed_product
+from fastseq.kernels.tiles import (FEW_ROWS_VECTORS, PACK_GROUP_BYTES, PANEL_VECTORS, pack,
+                                   panel_width, tiled_product)
 
 
 @numba.njit(fastmath=jit.FASTMATH)
@@ -154,6 +157,52 @@ def test_tiles_leave_to_openblas_the_products_it_does_faster(M, K, ldb, tiled):
     assert _tiled_product(C, A, B, 0.0) == (128 if tiled else 0)
     assert np.isnan(C).all() != tiled
     _gemm(C, A, B, False, False, 0.0)
+    rtol, atol = tolerances(np.float32)
+    np.testing.assert_allclose(C, A @ B, rtol=rtol, atol=atol * np.sqrt(K))
+
+
+@numba.njit(fastmath=jit.FASTMATH)
+def _packed_product(C, A, B, beta, parts, transposed):
+    P = np.full(B.size, np.nan, B.dtype)
+    for part in range(parts):  # as threads would, each its part
+        if transposed:  # B given as its transpose: pack reads B.T, a view
+            pack(P, B.T, part, parts)
+        else:
+            pack(P, B, part, parts)
+    packed_product(C, A, P, beta)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M", [1, 2, 7, 64])
+@pytest.mark.parametrize("K, N", [(1, 1), (37, 5), (37, 64), (130, 141), (650, 300)])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("parts, transposed", [(1, False), (3, True)])
+def test_packed_product_matches_numpy_and_gemm_on_the_weights_where_they_lie(
+        dtype, M, K, N, beta, parts, transposed):
+    rng = np.random.default_rng(M * 1000 + K + N)
+    A = _view(rng, M, K, dtype, strided=True)
+    B = _view(rng, K, N, dtype, strided=True)
+    before = _view(rng, M, N, dtype, strided=True)
+    C = before.copy()
+    if beta == 0.0:
+        C[...] = np.nan
+    _packed_product(C, A, np.ascontiguousarray(B.T) if transposed else B, beta, parts,
+                    transposed)
+    rtol, atol = tolerances(dtype)
+    np.testing.assert_allclose(C, A @ B + beta * before, rtol=rtol, atol=atol * np.sqrt(K))
+    where_they_lie = before.copy()
+    _gemm(where_they_lie, A, B, False, False, beta)
+    np.testing.assert_array_equal(C, where_they_lie)
+
+
+def test_packed_product_goes_through_the_panels_in_groups_of_rows():
+    rng = np.random.default_rng(0)
+    K = 1000
+    M = 3 * PACK_GROUP_BYTES // (4 * K)  # three groups of rows, the last one short
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = rng.standard_normal((K, 200)).astype(np.float32)
+    C = np.empty((M, 200), np.float32)
+    _packed_product(C, A, B, 0.0, 2, False)
     rtol, atol = tolerances(np.float32)
     np.testing.assert_allclose(C, A @ B, rtol=rtol, atol=atol * np.sqrt(K))
 

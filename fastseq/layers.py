@@ -139,7 +139,8 @@ class TimeLSTM(_Layer):
         n_chunks = chunks()
         forward, _ = time_loops(N, n_chunks)
         forward(hs, saved, xs, Wx[Dc:] if embed is None else E, Wh,
-                work.get("packed", (4 * H * H,), self.dtype), bias, h0, c0, zero_state, n_chunks)
+                work.get("packed", (n_chunks * 4 * H * H,), self.dtype), bias, h0, c0,
+                zero_state, n_chunks)
         self.h = hs[:, -1].copy()
         self.c = saved[1][:, -1].copy()
         self._cache = (xs, const, embed, saved)
@@ -159,7 +160,7 @@ class TimeLSTM(_Layer):
         n_chunks = chunks()
         _, backward = time_loops(N, n_chunks)
         backward(dA, dh0, self._work.get("dc", (N, H), self.dtype), dhs, Wh,
-                 self._work.get("packed", (4 * H * H,), self.dtype), saved, n_chunks)
+                 self._work.get("packed", (n_chunks * 4 * H * H,), self.dtype), saved, n_chunks)
         dWx, dWh, db = self.grads
         grads = (dWx[Dc:], dWh, db)
         if embed is None:

@@ -13,7 +13,8 @@ pass over the gates; backward runs per step only dh_{t-1} = dA_t @ Wh.T and one 
 then dxs, dWx, dWh as one GEMM each (``lstm_weight_grads``). Arrays are batch-major like the
 book's and C-contiguous; a step's rows (``hs[:, t]``) reach BLAS as a strided matrix, never as
 a copy. The weights every step multiplies, Wh forward and Wh.T backward, are packed once per
-call (``tiles.pack``) into the caller's scratch ``packed``, and each thread packs its share.
+call (``tiles.pack``) into the caller's scratch ``packed``: by each thread for itself when
+threads split rows, each its units' share when they split units.
 Measured in one process, alternating with the kernels that read Wh where it lies (2 threads,
 ms, median of 15, same results bit for bit): N=20, T=35, D=H=650 forward 32.1 against 35.6,
 backward 54.3 against 64.7; at the book's sizes (N=128, H=128 and 256) within the noise.
@@ -145,6 +146,18 @@ def _input_projection(A, inputs, W):
 
 
 @helper
+def _own_copy(packed, B, k):
+    """Thread k's part of ``packed`` with all of B packed: when threads split batch rows, each
+    packs its own copy, in its own cache, within the parallel region that runs its time loop
+    (one thread launch per kernel call, not two: measured, PeekySeq2seq at H=4, a training
+    iteration 0.72 ms with a launch for packing alone)."""
+    n = B.size
+    own = packed[k * n:(k + 1) * n]
+    pack(own, B, 0, 1)
+    return own
+
+
+@helper
 def _unit_share(packed, K, lo, hi, k):
     """The part of ``packed`` that holds the packed columns of hidden units [lo, hi) of gate k
     (of weights with K rows and 4H columns): a thread's share when threads split units."""
@@ -194,30 +207,30 @@ def _forward_start(saved, inputs, h0, c0):
 def lstm_forward(hs, saved, inputs, W, Wh, packed, bias, h0, c0, h0_is_zero, n_chunks):
     """hs (N,T,H) out; saved see module doc; inputs xs (N,T,D) with W = Wx (D,4H), or token ids
     (N,T) int64 with W = W_embed @ Wx (V,4H) (an embedding folded into the projection);
-    Wh (H,4H); packed (4H*H,) scratch (Wh packed for the steps' products); bias (1,4H) the
-    layer's b, or (N,4H) one bias per row (b plus an input that is constant over time); h0, c0
-    (N,H) initial state; h0_is_zero skips the first step's h0 @ Wh. Batch rows split across
-    the n_chunks threads (``split_by_units`` False)."""
+    Wh (H,4H); packed (n_chunks*4H*H,) scratch (each thread's copy of Wh packed for the steps'
+    products); bias (1,4H) the layer's b, or (N,4H) one bias per row (b plus an input that is
+    constant over time); h0, c0 (N,H) initial state; h0_is_zero skips the first step's
+    h0 @ Wh. Batch rows split across the n_chunks threads (``split_by_units`` False)."""
     gates, cs, tanh_cs, h_prevs = saved
     N, T, H = hs.shape
     A_all, inputs_all = _forward_start(saved, inputs, h0, c0)
     for k in prange(n_chunks):
-        pack(packed, Wh, k, n_chunks)
-    for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, N)
         if lo < hi:
+            own = _own_copy(packed, Wh, k)
             input_projection(A_all[lo * T:hi * T], inputs_all[lo * T:hi * T], W)
             rows_bias = bias[lo:hi] if bias.shape[0] > 1 else bias
             for t in range(T):
                 _step_forward(t, hs[lo:hi], gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi],
-                              h_prevs[lo:hi], packed, rows_bias, h0_is_zero, 0, H)
+                              h_prevs[lo:hi], own, rows_bias, h0_is_zero, 0, H)
 
 
 @kernel(parallel=True)
 def lstm_forward_by_units(hs, saved, inputs, W, Wh, packed, bias, h0, c0, h0_is_zero,
                           n_chunks):
     """lstm_forward for few rows (``split_by_units`` True): hidden units split across the
-    n_chunks threads, which meet once per step. A kernel of its own, so that a training run
+    n_chunks threads, which meet once per step, each packing its units' share of Wh into
+    packed (of which 4H*H are used). A kernel of its own, so that a training run
     compiles only the split it uses (measured, PeekySeq2seq's first forward and backward at
     N=128: 28.4 + 27.6 s of compiling with both splits in one kernel, 23.1 + 22.2 s without)."""
     gates, cs, tanh_cs, h_prevs = saved
@@ -255,27 +268,26 @@ def _step_backward(t, dA, dh_next, dc, dhs, P, gates, cs, tanh_cs, lo, hi):
 @kernel(parallel=True)
 def lstm_backward(dA, dh0, dc, dhs, Wh, packed, saved, n_chunks):
     """The backward time loop: dA (N,T,4H) written with the gradient w.r.t. every step's gate
-    inputs, dh0 (N,H) with that w.r.t. h0; dc (N,H) and packed (4H*H,) scratch; dhs (N,T,H)
-    upstream gradient; Wh (H,4H) and saved as given to / written by lstm_forward. Batch rows
-    split across the n_chunks threads."""
+    inputs, dh0 (N,H) with that w.r.t. h0; dc (N,H) and packed (n_chunks*4H*H,) scratch;
+    dhs (N,T,H) upstream gradient; Wh (H,4H) and saved as given to / written by lstm_forward.
+    Batch rows split across the n_chunks threads, each with its own copy of Wh.T packed."""
     gates, cs, tanh_cs, _ = saved  # h_prevs serves the weight gradients only
     N, T, H = dhs.shape
     # A_t = ... + h_{t-1} @ Wh  =>  dh_{t-1} = dA_t @ Wh.T; dh0 = dA_0 @ Wh.T is the last one
     for k in prange(n_chunks):
-        pack(packed, Wh.T, k, n_chunks)
-    for k in prange(n_chunks):
         lo, hi = chunk(k, n_chunks, N)
         if lo < hi:
+            own = _own_copy(packed, Wh.T, k)
             for t in range(T - 1, -1, -1):
-                _step_backward(t, dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], packed,
+                _step_backward(t, dA[lo:hi], dh0[lo:hi], dc[lo:hi], dhs[lo:hi], own,
                                gates[lo:hi], cs[lo:hi], tanh_cs[lo:hi], 0, H)
-            packed_product(dh0[lo:hi], dA[lo:hi, 0], packed, 0.0)
+            packed_product(dh0[lo:hi], dA[lo:hi, 0], own, 0.0)
 
 
 @kernel(parallel=True)
 def lstm_backward_by_units(dA, dh0, dc, dhs, Wh, packed, saved, n_chunks):
     """lstm_backward for few rows, after lstm_forward_by_units: hidden units split across the
-    n_chunks threads, each with its columns of Wh.T packed."""
+    n_chunks threads, each with its columns of Wh.T packed (4H*H of packed used)."""
     gates, cs, tanh_cs, _ = saved
     N, T, H = dhs.shape
     G = 4 * H

@@ -304,7 +304,8 @@ class TimeSoftmaxWithLoss:
         probs, labels, kept, shape = checks.forward_done(self, self._cache)
         if isinstance(dout, (bool, np.bool_)) or not isinstance(dout, (int, float, np.number)) \
                 or not np.isfinite(dout):
-            raise TypeError(f"dout must be a finite scalar (the gradient of the loss), got {dout!r}")
+            raise TypeError("dout must be a finite scalar (the gradient of the loss), got "
+                            f"{dout!r}")
         dxs = np.empty(shape, probs.dtype)
         scale = probs.dtype.type(dout / kept)
         softmax_cross_entropy_backward(dxs.reshape(probs.shape), probs, labels,

@@ -173,7 +173,7 @@ def _packed_product(C, A, B, beta, parts, transposed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("M", [1, 7, 64])
+@pytest.mark.parametrize("M", [1, 8, 64])  # tiles of 1, 6 + 2, 10 x 6 + 4 rows
 @pytest.mark.parametrize("K, N", [(1, 1), (37, 5), (37, 64), (130, 141), (650, 300)])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
 @pytest.mark.parametrize("parts, transposed", [(1, False), (3, True)])

@@ -62,7 +62,7 @@ def plot_loss(loss_list, eval_interval, ylim=None, path=None):
 
 class HistoryFigure:
     """Loss (left) and validation accuracy (right) per epoch, kept alive between epochs: a
-    training run calls ``update(...)`` then ``save(path)`` after every epoch, which costs a
+    training run calls ``update(...)`` then ``save(path)`` after epochs, which costs a
     redraw (about 0.1 s) instead of building the figure again.
 
     ``epochs``: the ``history.json`` rows (dicts with ``epoch``, ``loss``, ``val_acc`` in

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fastseq import PeekySeq2seq, Trainer, TrainingDiverged, __version__, cli, datasets
+from fastseq.plots import HistoryFigure
 from fastseq.training import accuracy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -446,6 +447,29 @@ def test_divergence_exits_1_and_keeps_the_files(tmp_path, monkeypatch, capsys):
     assert code == 1
     assert "epoch 2, iteration 5/10" in stderr and "Traceback" not in stderr
     assert_holds_epoch(out, 1)
+
+
+@pytest.mark.parametrize("stop, drawn", [
+    (None, [1, 4]),  # the first and the last epoch
+    (KeyboardInterrupt(), [1, 2]),  # and the epochs done when a run stops early
+    (TrainingDiverged(3, 5, 10, "the loss is nan"), [1, 2]),
+])
+def test_plots_are_redrawn_after_the_first_and_last_epochs_and_at_most_every_interval(
+        tmp_path, monkeypatch, capsys, stop, drawn):
+    monkeypatch.setattr(cli, "PLOT_INTERVAL", 1e9)
+    if stop is not None:
+        failing_fit(monkeypatch, stop, on_call=3)
+    saved = []  # the last epoch in history.json at each redraw
+
+    def save(figure, path):
+        saved.append(json.loads((tmp_path / "P" / "history.json").read_text())["epochs"][-1]
+                     ["epoch"])
+
+    monkeypatch.setattr(HistoryFigure, "save", save)
+    argv = ["train", "--out", tmp_path / "P", *TINY]
+    argv[argv.index("--epochs") + 1] = "4"
+    run(capsys, *argv)
+    assert saved == drawn
 
 
 def test_load_data_with_a_saved_vocabulary(data_file):

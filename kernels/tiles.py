@@ -215,6 +215,15 @@ def _pays(A, B, width):
 
 
 @helper
+def _scale_columns(C, n, beta):
+    """C[:, :n] *= beta before the tiles add A @ B to it (beta 0: they overwrite it; 1: as is)."""
+    if beta != 0.0 and beta != 1.0:
+        for i in range(C.shape[0]):
+            for j in range(n):
+                C[i, j] *= beta
+
+
+@helper
 def tiled_product(C, A, B, beta):
     """C[:, :n] = A @ B[:, :n] + beta * C[:, :n] for the largest n that is a multiple of
     ``panel_width(C)``, or n = 0 where OpenBLAS is faster; n returned (the caller does the
@@ -223,10 +232,7 @@ def tiled_product(C, A, B, beta):
     M, N = C.shape
     width = panel_width(C)
     n = N - N % width if _pays(A, B, width) else 0
-    if beta != 0.0 and beta != 1.0:
-        for i in range(M):
-            for j in range(n):
-                C[i, j] *= beta
+    _scale_columns(C, n, beta)
     for j0 in range(0, n, width):
         _row_blocks(C, A, B, j0, beta != 0.0, M <= FEW_ROWS)
     return n
@@ -293,10 +299,7 @@ def packed_panels(C, A, P, beta):
     M, N = C.shape
     K = A.shape[1]
     width, n = _packed_columns(N, C.itemsize)
-    if beta != 0.0 and beta != 1.0:
-        for i in range(M):
-            for j in range(n):
-                C[i, j] *= beta
+    _scale_columns(C, n, beta)
     group = max(PACK_GROUP_BYTES // (max(K, 1) * A.itemsize) // MAX_ROWS, 1) * MAX_ROWS
     for i0 in range(0, M, group):
         for j0 in range(0, n, width):

@@ -108,6 +108,18 @@ def test_gemm_empty_inner_dimension_gives_beta_times_c(M):
     np.testing.assert_array_equal(C, np.full((M, 4), 0.5, np.float32))
 
 
+def _operands(rng, M, K, N, dtype, beta):
+    """Strided A (M,K), B (K,N) and C (M,N) for C = A @ B + beta * C, and C's values before:
+    with beta 0, C holds NaN, which the product must not read."""
+    A = _view(rng, M, K, dtype, strided=True)
+    B = _view(rng, K, N, dtype, strided=True)
+    C = _view(rng, M, N, dtype, strided=True)
+    before = C.copy()
+    if beta == 0.0:
+        C[...] = np.nan
+    return A, B, C, before
+
+
 @numba.njit(fastmath=jit.FASTMATH)
 def _tiled_product(C, A, B, beta):
     return tiled_product(C, A, B, beta)
@@ -123,12 +135,7 @@ def test_tiled_product_matches_numpy_row_by_row_too(dtype, M, K, panels, beta):
     vectors = FEW_ROWS_VECTORS if M <= 2 else PANEL_VECTORS
     width = 64 // np.dtype(dtype).itemsize * vectors
     N = panels * width + 5  # 5 columns short of a panel: left to the caller
-    A = _view(rng, M, K, dtype, strided=True)
-    B = _view(rng, K, N, dtype, strided=True)
-    C = _view(rng, M, N, dtype, strided=True)
-    before = C.copy()
-    if beta == 0.0:
-        C[...] = np.nan
+    A, B, C, before = _operands(rng, M, K, N, dtype, beta)
     tail = C[:, panels * width:].copy()
     assert _tiled_product(C, A, B, beta) == panels * width
     n = panels * width
@@ -180,12 +187,7 @@ def _packed_product(C, A, B, beta, parts, transposed):
 def test_packed_product_matches_numpy_and_gemm_on_the_weights_where_they_lie(
         dtype, M, K, N, beta, parts, transposed):
     rng = np.random.default_rng(M * 1000 + K + N)
-    A = _view(rng, M, K, dtype, strided=True)
-    B = _view(rng, K, N, dtype, strided=True)
-    before = _view(rng, M, N, dtype, strided=True)
-    C = before.copy()
-    if beta == 0.0:
-        C[...] = np.nan
+    A, B, C, before = _operands(rng, M, K, N, dtype, beta)
     _packed_product(C, A, np.ascontiguousarray(B.T) if transposed else B, beta, parts,
                     transposed)
     rtol, atol = tolerances(dtype)

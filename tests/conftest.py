@@ -8,8 +8,11 @@ blocking, fastmath reassociation), at float32 the kernels also use polynomial ex
 (relative error ~1.5e-7) that compounds over the time steps.
 """
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +149,39 @@ def run_python(tmp_path_factory):
         return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd,
                               capture_output=True, text=True, timeout=timeout)
     return run
+
+
+# Work that a test runs in other processes can start as soon as the session has collected the
+# test, rather than when its turn comes: a first run of the suite spends most of its time
+# compiling kernels in this process, on one core, and the other core then does that work
+# meanwhile (measured, the whole suite with an empty cache: the bounds-checked runs took 94 s
+# of it as a test of their own). A test module opts in with a function ``start_early(folder)``
+# that starts its processes from the empty folder ``folder`` (as ``run_python`` does, so that
+# they import the installed fastseq) and returns them as a dict of ``subprocess.Popen``; its
+# tests get ``(folder, processes)`` from the fixture ``started_early``.
+_STARTED_EARLY = pytest.StashKey[dict]()
+
+
+def pytest_collection_finish(session):
+    started = session.config.stash.setdefault(_STARTED_EARLY, {})
+    for item in session.items:
+        module = getattr(item, "module", None)
+        start = getattr(module, "start_early", None)
+        if start is not None and module.__name__ not in started:
+            folder = Path(tempfile.mkdtemp(prefix="fastseq-tests-"))
+            started[module.__name__] = (folder, start(folder))
+
+
+def pytest_sessionfinish(session):
+    for folder, processes in session.config.stash.get(_STARTED_EARLY, {}).values():
+        for process in processes.values():
+            if process.poll() is None:  # its test did not run to the end
+                process.kill()
+                process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def started_early(request):
+    """(folder, processes) of the test module's ``start_early``, started after collection."""
+    return request.config.stash[_STARTED_EARLY][request.module.__name__]

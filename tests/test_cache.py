@@ -4,6 +4,8 @@ import ctypes
 import errno
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 import warnings
 
@@ -91,26 +93,46 @@ _RUN = textwrap.dedent("""
 """)
 
 
+def _results(stdout):
+    """(fastseq warnings, [(hits, misses) of each kernel: embedding, affine, LSTM forward], a
+    hash of the outputs and the LSTM's gradients) from _RUN's output."""
+    warned, *stats, total = stdout.split()
+    return int(warned), [tuple(map(int, s.split(","))) for s in stats], total
+
+
+def _environment(**variables):
+    env = dict(os.environ, **variables)
+    env.pop("NUMBA_DISABLE_JIT", None)
+    return env
+
+
 @pytest.fixture
 def run(run_python):
     """Runs _RUN with the environment variables given (with TimeLSTM when ``lstm``); returns
-    (fastseq warnings, [(hits, misses) of each kernel: embedding, affine, LSTM forward], a hash
-    of the outputs and the LSTM's gradients)."""
+    its ``_results``."""
     def run_with(lstm=False, **variables):
-        env = dict(os.environ, **variables)
-        env.pop("NUMBA_DISABLE_JIT", None)
-        result = run_python(_RUN, "lstm" if lstm else "-", env=env)
+        result = run_python(_RUN, "lstm" if lstm else "-", env=_environment(**variables))
         assert result.returncode == 0, result.stderr
-        warned, *stats, total = result.stdout.split()
-        return int(warned), [tuple(map(int, s.split(","))) for s in stats], total
+        return _results(result.stdout)
     return run_with
 
 
-def test_second_process_loads_compiled_code_and_computes_the_same_bits(run, tmp_path):
-    warned, stats, first = run(lstm=True, NUMBA_CACHE_DIR=str(tmp_path))
+def start_early(folder):
+    """The first process of the test below, which compiles into an empty cache folder (40 s),
+    started as soon as the session has collected the test (see conftest.py)."""
+    env = _environment(NUMBA_CACHE_DIR=str(folder / "cache"))
+    with open(folder / "first.out", "w") as out, open(folder / "first.err", "w") as err:
+        return {"first": subprocess.Popen([sys.executable, "-c", _RUN, "lstm"], env=env,
+                                          cwd=folder, stdout=out, stderr=err)}
+
+
+def test_second_process_loads_compiled_code_and_computes_the_same_bits(started_early, run):
+    folder, processes = started_early
+    assert processes["first"].wait(timeout=300) == 0, (folder / "first.err").read_text()
+    warned, stats, first = _results((folder / "first.out").read_text())
     assert (warned, stats) == (0, [(0, 1)] * 3)
-    assert any(tmp_path.rglob("*.nbi")), "no cache index written"
-    warned, stats, second = run(lstm=True, NUMBA_CACHE_DIR=str(tmp_path))
+    assert any((folder / "cache").rglob("*.nbi")), "no cache index written"
+    warned, stats, second = run(lstm=True, NUMBA_CACHE_DIR=str(folder / "cache"))
     assert (warned, stats) == (0, [(1, 0)] * 3), "the second process compiled again"
     assert second == first, "compiled and cached code computed different bits"
 

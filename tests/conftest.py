@@ -154,8 +154,9 @@ def run_python(tmp_path_factory):
 # Work that a test runs in other processes can start as soon as the session has collected the
 # test, rather than when its turn comes: a first run of the suite spends most of its time
 # compiling kernels in this process, on one core, and the other core then does that work
-# meanwhile (measured, the whole suite with an empty cache: the bounds-checked runs took 94 s
-# of it as a test of their own). A test module opts in with a function ``start_early(folder)``
+# meanwhile. Measured, the whole suite with an empty cache, back to back on one machine: 610 s
+# with the bounds-checked runs and the first cache process started early, 678 s without. A
+# test module opts in with a function ``start_early(folder)``
 # that starts its processes from the empty folder ``folder`` (as ``run_python`` does, so that
 # they import the installed fastseq) and returns them as a dict of ``subprocess.Popen``; its
 # tests get ``(folder, processes)`` from the fixture ``started_early``.

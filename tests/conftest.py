@@ -165,6 +165,8 @@ _STARTED_EARLY = pytest.StashKey[dict]()
 
 def pytest_collection_finish(session):
     started = session.config.stash.setdefault(_STARTED_EARLY, {})
+    if session.config.option.collectonly:
+        return
     for item in session.items:
         module = getattr(item, "module", None)
         start = getattr(module, "start_early", None)

@@ -155,11 +155,10 @@ def run_python(tmp_path_factory):
 # test, rather than when its turn comes: a first run of the suite spends most of its time
 # compiling kernels in this process, on one core, and the other core then does that work
 # meanwhile. Measured, the whole suite with an empty cache, back to back on one machine: 610 s
-# with the bounds-checked runs and the first cache process started early, 678 s without. A
-# test module opts in with a function ``start_early(folder)``
-# that starts its processes from the empty folder ``folder`` (as ``run_python`` does, so that
-# they import the installed fastseq) and returns them as a dict of ``subprocess.Popen``; its
-# tests get ``(folder, processes)`` from the fixture ``started_early``.
+# with the bounds-checked runs and the first cache process started early, 678 s without. A test
+# module opts in with a function ``start_early(folder)`` that starts its processes from the
+# empty folder ``folder`` (``start_python``) and returns them as a dict by name; its tests get
+# ``(folder, processes)`` from the fixture ``started_early`` and wait with ``finished_python``.
 _STARTED_EARLY = pytest.StashKey[dict]()
 
 
@@ -182,6 +181,24 @@ def pytest_sessionfinish(session):
                 process.kill()
                 process.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_python(folder, name, code, *args, env):
+    """Starts ``python -c code *args`` from ``folder``, which holds no fastseq (so that it imports
+    the installed one, as ``run_python``), writing its stdout and stderr to ``name``.out and
+    ``name``.err there; returns the Popen."""
+    with open(folder / f"{name}.out", "w") as out, open(folder / f"{name}.err", "w") as err:
+        return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=folder,
+                                stdout=out, stderr=err)
+
+
+def finished_python(folder, name, process, timeout):
+    """Waits for a process of ``start_python``; returns a CompletedProcess with its output as
+    text, as ``run_python`` does."""
+    returncode = process.wait(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, returncode,
+                                       (folder / f"{name}.out").read_text(),
+                                       (folder / f"{name}.err").read_text())
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ and its bytecode (``numba.core.caching.Cache._index_key``) but not on the bounds
 kernels cached by an ordinary run would load without the checks.
 """
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import finished_python, start_python
 
 WORKLOAD = Path(__file__).with_name("boundscheck_workload.py")
 DTYPES = ["float32", "float64"]
@@ -21,24 +21,18 @@ TIMEOUT_SECONDS = 900
 
 
 def start_early(folder):
-    processes = {}
-    for dtype in DTYPES:
-        env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_NUM_THREADS="2", NUMBA_OPT="0",
-                   NUMBA_CACHE_DIR=str(folder / f"cache-{dtype}"))
-        with open(folder / f"{dtype}.out", "w") as out, open(folder / f"{dtype}.err", "w") as err:
-            processes[dtype] = subprocess.Popen(
-                [sys.executable, "-c", WORKLOAD.read_text(), dtype], env=env, cwd=folder,
-                stdout=out, stderr=err)
-    return processes
+    code = WORKLOAD.read_text()
+    return {dtype: start_python(folder, dtype, code, dtype, env=dict(
+        os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_NUM_THREADS="2", NUMBA_OPT="0",
+        NUMBA_CACHE_DIR=str(folder / f"cache-{dtype}"))) for dtype in DTYPES}
 
 
 def test_every_kernel_runs_with_bounds_checks(started_early):
     folder, processes = started_early
     for dtype, process in processes.items():
-        returncode = process.wait(timeout=TIMEOUT_SECONDS)
-        out, err = ((folder / f"{dtype}.{kind}").read_text() for kind in ("out", "err"))
-        assert returncode == 0, f"{dtype}:\n{out}\n{err}"
-        assert f"every kernel ran at {dtype} with bounds checks" in out
+        result = finished_python(folder, dtype, process, TIMEOUT_SECONDS)
+        assert result.returncode == 0, f"{dtype}:\n{result.stdout}\n{result.stderr}"
+        assert f"every kernel ran at {dtype} with bounds checks" in result.stdout
         # compiled in that process (with the checks), not loaded from an older cache
         cache = folder / f"cache-{dtype}" / "fastseq"
         assert any(name.endswith(".nbi") for name in os.listdir(cache)), dtype

@@ -4,13 +4,13 @@ import ctypes
 import errno
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 import warnings
 
 import pytest
 from numba.core.errors import NumbaWarning
+
+from conftest import finished_python, start_python
 
 from fastseq.kernels import jit
 
@@ -121,15 +121,14 @@ def start_early(folder):
     """The first process of the test below, which compiles into an empty cache folder (40 s),
     started as soon as the session has collected the test (see conftest.py)."""
     env = _environment(NUMBA_CACHE_DIR=str(folder / "cache"))
-    with open(folder / "first.out", "w") as out, open(folder / "first.err", "w") as err:
-        return {"first": subprocess.Popen([sys.executable, "-c", _RUN, "lstm"], env=env,
-                                          cwd=folder, stdout=out, stderr=err)}
+    return {"first": start_python(folder, "first", _RUN, "lstm", env=env)}
 
 
 def test_second_process_loads_compiled_code_and_computes_the_same_bits(started_early, run):
     folder, processes = started_early
-    assert processes["first"].wait(timeout=300) == 0, (folder / "first.err").read_text()
-    warned, stats, first = _results((folder / "first.out").read_text())
+    result = finished_python(folder, "first", processes["first"], 300)
+    assert result.returncode == 0, result.stderr
+    warned, stats, first = _results(result.stdout)
     assert (warned, stats) == (0, [(0, 1)] * 3)
     assert any((folder / "cache").rglob("*.nbi")), "no cache index written"
     warned, stats, second = run(lstm=True, NUMBA_CACHE_DIR=str(folder / "cache"))

@@ -45,8 +45,8 @@ def _collect(obj, *parts):
     for part in parts:
         obj.params += part.params
         obj.grads += part.grads
-        obj._sources += getattr(part, "_sources", None) or [(part, i)
-                                                             for i in range(len(part.params))]
+        obj._sources += (getattr(part, "_sources", None)
+                         or [(part, i) for i in range(len(part.params))])
 
 
 def _check_shared(model):

@@ -255,7 +255,7 @@ def _generate(decoder, start_id, sample_size, state=None, encoder=None, xs=None)
         encoder_weights = (W_embed, Wx, Wh, b)  # an encoder's types; not read without xs
     ids = np.empty((N, sample_size), np.int64)
     attention_weights = np.empty((N, sample_size, Ts if attention else 0), dtype)
-    # no more chunks than rows: one question runs on the calling thread (greedy_generate)
+    # no more chunks than rows: one question is a single chunk (with two, one was empty)
     greedy_generate(ids, attention_weights, int(start_id), xs, encoder_weights, enc_hs,
                     (W_embed, Wx, Wh, b, W, b_out), attention, min(chunks(), N))
     if attention:

@@ -197,6 +197,25 @@ def test_packed_product_matches_numpy_and_gemm_on_the_weights_where_they_lie(
     np.testing.assert_array_equal(C, where_they_lie)
 
 
+@numba.njit
+def _pack(P, B, parts):
+    for part in range(parts):
+        pack(P, B, part, parts)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K, N", [(16, 64), (37, 141), (650, 300)])
+def test_pack_transposes_a_view_with_strided_rows_as_it_copies_contiguous_rows(dtype, K, N):
+    # B.T given: pack transposes square blocks in registers, then copies the edges one by one
+    rng = np.random.default_rng(K + N)
+    BT = rng.standard_normal((N, K + 7)).astype(dtype)[:, 3:K + 3]  # rows K + 7 apart
+    got = np.full(K * N, np.nan, dtype)
+    _pack(got, BT.T, 3)
+    want = np.full(K * N, np.nan, dtype)
+    _pack(want, np.ascontiguousarray(BT.T), 1)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_packed_product_goes_through_the_panels_in_groups_of_rows():
     rng = np.random.default_rng(0)
     K = 1000

@@ -69,6 +69,25 @@ def _float_type(dtype):
     return ir.FloatType() if dtype == types.float32 else ir.DoubleType()
 
 
+def _vector_types(dtype):
+    """(scalar IR type, bytes per element, lanes, vector IR type) of one AVX-512 register of
+    ``dtype``."""
+    scalar, size = _float_type(dtype), dtype.bitwidth // 8
+    lanes = VECTOR_BYTES // size
+    return scalar, size, lanes, ir.VectorType(scalar, lanes)
+
+
+def _internal_function(module, name, arguments):
+    """A new function ``name`` of the module, void, taking ``arguments`` (IR types), internal
+    and with 512-bit vectors legal in it."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), arguments), name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    # llvmlite only knows a fixed list of attribute names; this one is written out verbatim.
+    set.add(fn.attributes, '"min-legal-vector-width"="512"')
+    return fn
+
+
 def _tile_function(module, dtype, rows, vectors):
     """The IR function tile(A, lda, B, ldb, C, ldc, K, accumulate): C[:rows, :width] =
     A[:rows, :K] @ B[:K, :width] (+ C[:rows, :width] if accumulate), width = ``vectors``
@@ -76,17 +95,10 @@ def _tile_function(module, dtype, rows, vectors):
     name = f"fastseq_tile_{dtype}_{rows}x{vectors}"
     if name in module.globals:
         return module.globals[name]
-    scalar, size = _float_type(dtype), dtype.bitwidth // 8
-    lanes = VECTOR_BYTES // size
-    vector = ir.VectorType(scalar, lanes)
+    scalar, size, lanes, vector = _vector_types(dtype)
     i1, i32, i64, ptr = ir.IntType(1), ir.IntType(32), ir.IntType(64), scalar.as_pointer()
-    signature = ir.FunctionType(ir.VoidType(), [ptr, i64, ptr, i64, ptr, i64, i64, i1])
-    fn = ir.Function(module, signature, name)
-    fn.linkage = "internal"
+    fn = _internal_function(module, name, [ptr, i64, ptr, i64, ptr, i64, i64, i1])
     fn.attributes.add("noinline")
-    fn.attributes.add("nounwind")
-    # llvmlite only knows a fixed list of attribute names; this one is written out verbatim.
-    set.add(fn.attributes, '"min-legal-vector-width"="512"')
     fma_name = f"llvm.fma.v{lanes}f{dtype.bitwidth}"
     fma = module.globals.get(fma_name) or ir.Function(
         module, ir.FunctionType(vector, [vector] * 3), fma_name)
@@ -169,14 +181,9 @@ def _transpose_function(module, dtype):
     name = f"fastseq_transpose_{dtype}"
     if name in module.globals:
         return module.globals[name]
-    scalar, size = _float_type(dtype), dtype.bitwidth // 8
-    lanes = VECTOR_BYTES // size
-    vector = ir.VectorType(scalar, lanes)
+    scalar, size, lanes, vector = _vector_types(dtype)
     i32, i64, ptr = ir.IntType(32), ir.IntType(64), scalar.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, i64, ptr, i64]), name)
-    fn.linkage = "internal"
-    fn.attributes.add("nounwind")
-    set.add(fn.attributes, '"min-legal-vector-width"="512"')
+    fn = _internal_function(module, name, [ptr, i64, ptr, i64])
     src, lds, dst, ldd = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
 
